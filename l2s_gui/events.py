@@ -1,0 +1,123 @@
+"""Typed events yielded by the trainer; the CLI, the GUI, the run folder and the tests consume them.
+
+Each event is a small dataclass with a ``kind`` tag and a JSON form (:meth:`to_json`); previews
+carry numpy arrays and are stored in the run folder as ``.npz`` rather than in the metrics file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                continue
+            out[f.name] = value
+        return out
+
+
+@dataclass
+class StartEvent(Event):
+    """Training starts (or resumes) at ``step`` of ``total_steps`` on ``device``."""
+
+    kind: ClassVar[str] = "start"
+    step: int
+    total_steps: int
+    device: str
+    method: str
+    n_classes: int
+    label_values: list[int]
+    resumed: bool = False
+
+
+@dataclass
+class StepEvent(Event):
+    """One iteration done. ``loss_real`` is None on iterations without a hyper-step."""
+
+    kind: ClassVar[str] = "step"
+    step: int
+    loss_synth: Optional[float]
+    loss_real: Optional[float]
+    theta: dict[str, Any]
+    """Current augmentation parameters, e.g. {"sigma": 0.1, "c": [0.5, 0.5, 0.5]}."""
+    it_per_s: float
+    elapsed_s: float
+
+
+@dataclass
+class ValidationEvent(Event):
+    """Hard Dice of the current network on the validation pairs, per original label value."""
+
+    kind: ClassVar[str] = "validation"
+    step: int
+    dice: dict[str, float]
+    mean_dice: float
+
+
+@dataclass
+class PreviewEvent(Event):
+    """2D previews (one slice for 3D runs): synthetic image, its learned augmentation, a real image,
+    the current prediction and the real labels (original label values)."""
+
+    kind: ClassVar[str] = "preview"
+    step: int
+    synthetic: np.ndarray = field(repr=False)
+    augmented: np.ndarray = field(repr=False)
+    real: np.ndarray = field(repr=False)
+    prediction: np.ndarray = field(repr=False)
+    real_labels: np.ndarray = field(repr=False)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ("synthetic", "augmented", "real", "prediction", "real_labels")}
+
+
+@dataclass
+class CheckpointEvent(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+
+
+@dataclass
+class LogEvent(Event):
+    """A human-readable message (a warning, or what the trainer is doing)."""
+
+    kind: ClassVar[str] = "log"
+    step: int
+    level: str
+    message: str
+
+
+@dataclass
+class DoneEvent(Event):
+    """Training ended: ``reason`` is 'finished', 'stopped' or 'error' (then ``message`` says why)."""
+
+    kind: ClassVar[str] = "done"
+    step: int
+    reason: str
+    model_path: Optional[str] = None
+    message: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent)
+}
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    """Rebuild a (non-preview) event from its JSON form, e.g. a line of metrics.jsonl."""
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("kind")]
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
