@@ -1,0 +1,128 @@
+"""Model export and loading: one ``.safetensors`` file holding the segmentation network's and the
+augmentation's weights, with the JSON config and label table in its metadata.
+
+Loading reads tensors and JSON only (safetensors), so it never unpickles code. A ``.json`` copy of
+the metadata is written beside the model for people and other tools.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from .augment import build_augmentation
+from .config import Config
+from .errors import InputError
+from .labels import LabelTable
+from .nets import UNet
+from .runs import atomic_write_bytes, atomic_write_text
+
+FORMAT = "l2s-gui-model"
+FORMAT_VERSION = 1
+
+
+def build_network(cfg: Config, n_classes: int) -> UNet:
+    n = cfg.network
+    return UNet(cfg.data.ndim, 1, n_classes, widths=list(n.widths), activation=n.activation, norm=n.norm,
+                convs_per_level=n.convs_per_level)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for segmentation or for applying its learned augmentation."""
+
+    net: UNet
+    augmentation: nn.Module
+    table: LabelTable
+    config: Config
+    spatial_shape: list[int]
+    step: int
+    path: Path | None = None
+
+    @property
+    def ndim(self) -> int:
+        return self.config.data.ndim
+
+    @property
+    def slice_axis(self) -> int:
+        return self.config.data.slice_axis
+
+    @property
+    def patch_size(self) -> list[int]:
+        return list(self.spatial_shape)
+
+    @property
+    def net_multiple(self) -> int:
+        return 2 ** (len(self.config.network.widths) - 1)
+
+    def to(self, device: torch.device | str) -> "LoadedModel":
+        self.net.to(device)
+        self.augmentation.to(device)
+        return self
+
+
+def export_model(path: str | Path, net: nn.Module, augmentation: nn.Module, table: LabelTable, config: Config,
+                 spatial_shape: list[int], step: int, theta: dict[str, Any] | None = None) -> Path:
+    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` atomically."""
+    path = Path(path)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "label_table": table.to_json(),
+        "spatial_shape": list(spatial_shape),
+        "step": int(step),
+        "theta": theta or {},
+    }
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors.update({f"aug.{k}": v.detach().cpu().contiguous() for k, v in augmentation.state_dict().items()})
+    blob = safetensors_save(tensors, metadata={"l2s": json.dumps(meta)})
+    atomic_write_bytes(path, blob)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    return path
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:  # safetensors raises several types for a corrupt header
+        raise InputError(f"{path}: not a readable model file (expected an l2s .safetensors model)") from None
+    try:
+        data = json.loads(meta["l2s"])
+    except (KeyError, ValueError):
+        raise InputError(f"{path}: a safetensors file but not an l2s model (no l2s metadata)") from None
+    if data.get("format") != FORMAT or data.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported model format {data.get('format')!r} "
+                         f"version {data.get('format_version')!r}; update l2s-gui")
+    return data
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load an exported model (tensors and JSON only) onto ``device``, in eval mode."""
+    path = Path(path)
+    meta = read_model_metadata(path)
+    config = Config.from_dict(meta["config"])
+    table = LabelTable.from_json(meta["label_table"])
+    net = build_network(config, table.n_classes)
+    aug = build_augmentation(config.augmentation, config.data.ndim)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        aug.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aug.")})
+    except (RuntimeError, KeyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: model weights do not match its config ({first})") from None
+    model = LoadedModel(net.eval(), aug.eval(), table, config, list(meta["spatial_shape"]), int(meta["step"]), path)
+    return model.to(device)

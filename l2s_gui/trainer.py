@@ -1,0 +1,383 @@
+"""The bilevel trainer (Learn2Synth eq. 1-5) and its baselines, as a generator of typed events.
+
+Per iteration (``method='learn2synth'``):
+1. synthetic pass: label maps -> SynthSeg image x -> A_theta(x) -> S_phi; phi <- update(phi, g)
+   (eq. 1-2); only phi changes;
+2. every ``hyper_every`` iterations, real pass: L_real(phi*) (eq. 3) and theta <- Adam(theta, eq. 4)
+   (eq. 5); real images never train phi.
+
+Baselines with the same code: ``synthseg`` (theta fixed at its initial values: only step 1) and
+``supervised`` (phi trained on the real training pairs, no synthesis, no augmentation).
+
+With ``torch.distributed`` initialised (``torchrun``), every rank draws its own batches and the
+gradients of phi and theta are averaged across ranks before each update (what
+DistributedDataParallel does for a plain step; done explicitly here because the hyper-step
+differentiates through the update); rank 0 alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections import deque
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .augment import build_augmentation
+from .config import Config, check_data_present
+from .data import TrainingData
+from .device import autocast_factory, describe_device, is_out_of_memory, resolve_device
+from .errors import DeviceMemoryError, InputError, L2SError, out_of_memory_message
+from .events import (CheckpointEvent, DoneEvent, Event, LogEvent, PreviewEvent, StartEvent, StepEvent,
+                     ValidationEvent)
+from .hypergrad import InnerOptimizer, hyper_step, loss_and_grads
+from .losses import hard_dice, soft_dice_loss
+from .model_io import build_network, export_model
+from .runs import RunFolder
+from .synthesis import build_generator
+
+OUTER_ADAM_EPS = 1e-15
+"""Adam epsilon for theta: hypergradients are of order 1e-7..1e-9 (lr times a second derivative),
+so the usual 1e-8 would swamp them; Adam's step is otherwise independent of the gradient scale."""
+
+
+class StopTraining(Exception):
+    pass
+
+
+def _distributed() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Train from a :class:`Config`; iterate :meth:`run` to get events.
+
+    ``run``: a :class:`RunFolder` that receives config, metrics, previews and checkpoints (rank 0).
+    ``control``: polled every iteration; returns None, 'pause', 'resume' or 'stop'. Defaults to the
+    run folder's control file. :meth:`request_stop` / :meth:`request_pause` work in-process.
+    """
+
+    def __init__(self, config: Config, run: Optional[RunFolder] = None, resume: bool = False,
+                 control: Optional[Callable[[], Optional[str]]] = None, data: Optional[TrainingData] = None):
+        self.cfg = config
+        self.run_folder = run
+        self.rank, self.world = _distributed()
+        self.writes = run is not None and self.rank == 0
+        self._control = control or (run.read_control if run is not None else (lambda: None))
+        self._requested: Optional[str] = None
+        t = config.training
+        check_data_present(config)
+        self.device = resolve_device(t.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.autocast = autocast_factory(self.device, t.precision)
+        self.method = t.method
+        torch.manual_seed(t.seed)
+        n_levels = len(config.network.widths)
+        self.data = data or TrainingData.from_config(
+            config.data, seed=t.seed, need_label_maps=self.method != "supervised",
+            need_real=self.method != "synthseg" or bool(config.data.real_images),
+            pad_multiple=2 ** (n_levels - 1))
+        self.table = self.data.table
+        self.n_classes = self.data.n_classes
+        self.net = build_network(config, self.n_classes).to(self.device)
+        self.aug = build_augmentation(config.augmentation, config.data.ndim).to(self.device)
+        self.synth = build_generator(config.synthesis, self.n_classes, config.data.ndim).to(self.device)
+        self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
+        theta = [p for p in self.aug.parameters() if p.requires_grad]
+        self.learns_theta = self.method == "learn2synth" and bool(theta)
+        self.outer = torch.optim.Adam(theta, lr=t.lr_augmentation, eps=OUTER_ADAM_EPS) if theta else None
+        self.gen_data = torch.Generator().manual_seed(t.seed * 1000 + self.rank)
+        self.gen_device = torch.Generator(device=self.device).manual_seed(t.seed * 1000 + 500 + self.rank)
+        self.step = 0
+        self.elapsed = 0.0
+        self._broadcast_parameters()
+        if resume:
+            self._load_latest_checkpoint()
+
+    # control
+    def request_stop(self) -> None:
+        self._requested = "stop"
+
+    def request_pause(self) -> None:
+        self._requested = "pause"
+
+    def request_resume(self) -> None:
+        self._requested = "resume"
+
+    def _poll(self) -> Optional[str]:
+        if self._requested is not None:
+            return self._requested
+        return self._control() if self.rank == 0 else None
+
+    def _wait_if_paused(self) -> Iterator[Event]:
+        command = self._poll()
+        if command == "pause":
+            yield self._log("info", "paused")
+            self._write_state("paused")
+            while command == "pause":
+                time.sleep(0.2)
+                command = self._poll()
+            if command != "stop":
+                yield self._log("info", "resumed")
+                self._write_state("running")
+        if self.world > 1:
+            flag = torch.tensor([1.0 if command == "stop" else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            command = "stop" if flag.item() > 0 else None
+        if command == "stop":
+            raise StopTraining
+
+    # one iteration
+    def _params(self) -> dict[str, Tensor]:
+        return dict(self.net.named_parameters())
+
+    def _all_reduce(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.world == 1:
+            return grads
+        for g in grads.values():
+            dist.all_reduce(g)
+            g /= self.world
+        return grads
+
+    def _broadcast_parameters(self) -> None:
+        if self.world > 1:
+            for p in list(self.net.parameters()) + list(self.aug.parameters()):
+                dist.broadcast(p.data, src=0)
+
+    def _synthetic_batch(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        labels = self.data.sample_label_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+        with torch.no_grad():
+            x, y = self.synth(labels, self.gen_device)
+            draw = self.aug.sample(x, self.gen_device)
+        return x, y, draw
+
+    def train_step(self) -> tuple[float, Optional[float]]:
+        """One iteration; returns (L_synth or L_supervised, L_real or None)."""
+        t = self.cfg.training
+        phi = self._params()
+        if self.method == "supervised":
+            x, y = self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+            loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
+            self.inner.step_(phi, self._all_reduce(grads))
+            self._last_batch = (x, x, y)
+            return float(loss), None
+        x, y, draw = self._synthetic_batch()
+        if self.learns_theta and (self.step + 1) % t.hyper_every == 0:
+            x_real, y_real = self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+            loss_synth, loss_real, grads, phi_star, hyper = hyper_step(
+                self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,
+                mode=t.hypergradient, autocast=self.autocast)
+            if self.world > 1:
+                grads = self._all_reduce(grads)
+                phi_star = self.inner.update({k: p.detach() for k, p in phi.items()}, grads)
+            with torch.no_grad():
+                for k, p in phi.items():
+                    p.copy_(phi_star[k])
+            self.inner.commit(grads)
+            hyper = self._all_reduce(hyper)
+            for name, p in self.aug.named_parameters():
+                p.grad = hyper[name].to(p.dtype)
+            self.outer.step()
+            self.outer.zero_grad(set_to_none=True)
+            self.aug.constrain_()
+            result = float(loss_synth), float(loss_real)
+        else:
+            with torch.no_grad():
+                x_aug = self.aug(x, draw)
+            loss, grads = loss_and_grads(self.net, phi, x_aug, y, soft_dice_loss, self.autocast)
+            self.inner.step_(phi, self._all_reduce(grads))
+            result = float(loss), None
+        self._last_batch = (x, draw, y)
+        return result
+
+    # evaluation
+    @torch.no_grad()
+    def validate(self) -> Optional[ValidationEvent]:
+        if not self.data.n_val:
+            return None
+        images, labels = self.data.validation_batch(self.device)
+        scores = torch.zeros(self.n_classes, device=self.device)
+        counts = torch.zeros(self.n_classes, device=self.device)
+        for start in range(0, images.shape[0], self.cfg.data.batch_size):
+            x = images[start:start + self.cfg.data.batch_size]
+            y = labels[start:start + self.cfg.data.batch_size]
+            with self.autocast():
+                pred = self.net(x).argmax(1)
+            dice = hard_dice(pred, y, self.n_classes)
+            present = ~torch.isnan(dice)
+            scores[present] += dice[present] * x.shape[0]
+            counts[present] += x.shape[0]
+        values = self.table.values
+        dice = {str(values[c]): float(scores[c] / counts[c]) for c in range(1, self.n_classes) if counts[c] > 0}
+        mean = float(np.mean(list(dice.values()))) if dice else float("nan")
+        return ValidationEvent(step=self.step, dice=dice, mean_dice=mean)
+
+    @torch.no_grad()
+    def preview(self) -> Optional[PreviewEvent]:
+        if self.method == "supervised":
+            x, _, y = self._last_batch
+            augmented = x
+        else:
+            x, draw, y = self._last_batch
+            augmented = self.aug(x[:1], {k: v[:1] for k, v in draw.items()})
+        if self.data.n_val:
+            real, real_labels = self.data.validation_batch(self.device)
+            real, real_labels = real[:1], real_labels[:1]
+        else:
+            real, real_labels = x[:1], y[:1]
+        with self.autocast():
+            pred = self.net(real).argmax(1)
+        take = self._preview_slice
+        return PreviewEvent(
+            step=self.step,
+            synthetic=take(x[0, 0]).astype(np.float32),
+            augmented=take(augmented[0, 0]).astype(np.float32),
+            real=take(real[0, 0]).astype(np.float32),
+            prediction=self.table.to_values(take(pred[0])).astype(np.int32),
+            real_labels=self.table.to_values(take(real_labels[0])).astype(np.int32),
+        )
+
+    def _preview_slice(self, t: Tensor) -> np.ndarray:
+        a = t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+        if a.ndim == 3:
+            axis = self.cfg.data.slice_axis
+            a = np.take(a, a.shape[axis] // 2, axis=axis)
+        return a
+
+    def theta(self) -> dict:
+        return self.aug.theta()
+
+    # checkpoints
+    def save_checkpoint(self) -> Optional[CheckpointEvent]:
+        if not self.writes:
+            return None
+        tmp, final = self.run_folder.new_checkpoint_dir(self.step)
+        tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        tensors.update({f"aug.{k}": v for k, v in self.aug.state_dict().items()})
+        tensors.update({f"inner.{k}": v for k, v in self.inner.state_tensors().items()})
+        outer_meta = None
+        if self.outer is not None:
+            sd = self.outer.state_dict()
+            for idx, state in sd["state"].items():
+                for key, value in state.items():
+                    tensors[f"outer.{idx}.{key}"] = torch.as_tensor(value)
+            outer_meta = sd["param_groups"]
+        tensors["rng.data"] = self.gen_data.get_state()
+        tensors["rng.device"] = self.gen_device.get_state()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(tensors, str(tmp / "state.safetensors"))
+        meta = {"step": self.step, "inner_t": self.inner.t, "outer_param_groups": outer_meta,
+                "elapsed_s": self.elapsed, "label_table": self.table.to_json()}
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
+        self.run_folder.commit_checkpoint(tmp, final, self.cfg.training.keep_checkpoints)
+        self.export(self.run_folder.model_path)
+        return CheckpointEvent(step=self.step, path=str(final))
+
+    def export(self, path) -> None:
+        export_model(path, self.net, self.aug, self.table, self.cfg, list(self.data.spatial_shape), self.step,
+                     theta=self.theta())
+
+    def _load_latest_checkpoint(self) -> None:
+        folder = self.run_folder.latest_checkpoint() if self.run_folder else None
+        if folder is None:
+            return
+        meta = json.loads((folder / "state.json").read_text())
+        if meta["label_table"] != self.table.to_json():
+            raise InputError(f"{self.run_folder.path}: the label maps' labels changed since this run started; "
+                             f"resume with the original data or start a new run")
+        tensors = load_file(str(folder / "state.safetensors"))
+        self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        self.aug.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aug.")})
+        self.inner.load_state({k[6:]: v.to(self.device) for k, v in tensors.items() if k.startswith("inner.")},
+                              meta["inner_t"])
+        if self.outer is not None and meta["outer_param_groups"] is not None:
+            state: dict[int, dict] = {}
+            for k, v in tensors.items():
+                if k.startswith("outer."):
+                    _, idx, key = k.split(".", 2)
+                    state.setdefault(int(idx), {})[key] = v if key != "step" else v.float()
+            self.outer.load_state_dict({"state": state, "param_groups": meta["outer_param_groups"]})
+        self.gen_data.set_state(tensors["rng.data"])
+        self.gen_device.set_state(tensors["rng.device"].to(self.gen_device.get_state().device))
+        self.step = int(meta["step"])
+        self.elapsed = float(meta.get("elapsed_s", 0.0))
+
+    # the loop
+    def _log(self, level: str, message: str) -> LogEvent:
+        return LogEvent(step=self.step, level=level, message=message)
+
+    def _write_state(self, status: str, message: str = "") -> None:
+        if self.writes:
+            import os
+
+            self.run_folder.write_state(status=status, step=self.step, total_steps=self.cfg.training.steps,
+                                        pid=os.getpid(), device=describe_device(self.device), message=message)
+
+    def _emit(self, event: Optional[Event]) -> Iterator[Event]:
+        if event is None:
+            return
+        if self.writes:
+            self.run_folder.append_event(event)
+        if self.rank == 0:
+            yield event
+
+    def run(self) -> Iterator[Event]:
+        """Train until ``training.steps``; yield events. Errors end with a DoneEvent('error')."""
+        t = self.cfg.training
+        total = t.steps
+        resumed = self.step > 0
+        if self.writes:
+            self.run_folder.clear_control()
+        self._write_state("running")
+        yield from self._emit(StartEvent(step=self.step, total_steps=total, device=describe_device(self.device),
+                                         method=self.method, n_classes=self.n_classes,
+                                         label_values=list(self.table.values), resumed=resumed))
+        times: deque[float] = deque(maxlen=20)
+        reason, message = "finished", ""
+        try:
+            while self.step < total:
+                yield from self._wait_if_paused()
+                start = time.perf_counter()
+                loss_synth, loss_real = self.train_step()
+                self.step += 1
+                duration = time.perf_counter() - start
+                self.elapsed += duration
+                times.append(duration)
+                if self.step % t.log_every == 0 or self.step == total:
+                    rate = len(times) / sum(times) if sum(times) > 0 else 0.0
+                    yield from self._emit(StepEvent(step=self.step, loss_synth=loss_synth, loss_real=loss_real,
+                                                    theta=self.theta(), it_per_s=rate, elapsed_s=self.elapsed))
+                if self.step % t.preview_every == 0 or self.step == total:
+                    yield from self._emit(self.preview())
+                if self.step % t.val_every == 0 or self.step == total:
+                    yield from self._emit(self.validate())
+                if self.step % t.checkpoint_every == 0 and self.step != total:
+                    yield from self._emit(self.save_checkpoint())
+                    self._write_state("running")
+        except (StopTraining, KeyboardInterrupt):
+            reason = "stopped"
+        except L2SError as exc:
+            reason, message = "error", str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, details in the run folder
+            if is_out_of_memory(exc):
+                reason, message = "error", str(DeviceMemoryError(out_of_memory_message(
+                    f"training step {self.step + 1}", str(self.device))))
+            else:
+                reason, message = "error", f"internal error at step {self.step + 1}: {type(exc).__name__}: {exc}"
+                if self.writes:
+                    (self.run_folder.path / "error.log").write_text(traceback.format_exc())
+        if reason != "error" or self.step > 0:
+            yield from self._emit(self.save_checkpoint())
+        model_path = str(self.run_folder.model_path) if self.writes and self.run_folder.model_path.is_file() else None
+        self._write_state(reason, message)
+        yield from self._emit(DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message))
