@@ -135,12 +135,31 @@ class TrainingConfig:
 
 
 @dataclass
+class RecoveryConfig:
+    """Synthetic-recovery experiments (Learn2Synth Sec. 4.1): "real" images are synthetic images
+    corrupted with preset parameters, x_real = A_theta_hat(x_synth), drawn from the label maps on the
+    fly; no real files are needed."""
+
+    enabled: bool = False
+    sigma: float = 0.1
+    """Preset noise sigma of the "real" images (eq. 8)."""
+    sigma_range: list[float] = field(default_factory=list)
+    """[low, high]: sigma ~ U[low, high] per image instead of the fixed ``sigma``."""
+    inu_c: list[float] = field(default_factory=list)
+    """Preset INU exponents c_k (empty: no INU in the "real" images)."""
+    inu_nodes: list[int] = field(default_factory=lambda: [2, 4, 8])
+    val_batches: int = 4
+    """Fixed validation batches of corrupted synthetic images."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -307,6 +326,16 @@ def validate(cfg: Config) -> None:
         _require(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
     for key in ("hyper_every", "val_every", "preview_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         _require(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
+    r = cfg.recovery
+    _require(r.sigma >= 0, "recovery.sigma", f"must be >= 0, got {r.sigma}")
+    _require(not r.sigma_range or (len(r.sigma_range) == 2 and 0 <= r.sigma_range[0] <= r.sigma_range[1]),
+             "recovery.sigma_range", f"must be empty or [low, high] with 0 <= low <= high, got {r.sigma_range}")
+    _require(all(c >= 0 for c in r.inu_c), "recovery.inu_c", f"must be >= 0, got {r.inu_c}")
+    _require(len(r.inu_c) <= len(r.inu_nodes), "recovery.inu_c",
+             f"has {len(r.inu_c)} values but recovery.inu_nodes only {len(r.inu_nodes)} fields")
+    _require(r.val_batches >= 1, "recovery.val_batches", f"must be >= 1, got {r.val_batches}")
+    _require(not (r.enabled and t.method == "supervised"), "recovery.enabled",
+             "the recovery experiment trains on synthetic data: use method learn2synth or synthseg")
     dev = t.device
     _require(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
              "training.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
@@ -322,6 +351,6 @@ def check_data_present(cfg: Config) -> None:
     d, method = cfg.data, cfg.training.method
     if method in ("learn2synth", "synthseg"):
         _require(bool(d.label_maps), "data.label_maps", "list at least one label map (file or folder) for synthesis")
-    if method in ("learn2synth", "supervised"):
+    if method in ("learn2synth", "supervised") and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")

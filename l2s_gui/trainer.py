@@ -41,6 +41,7 @@ from .hypergrad import InnerOptimizer, hyper_step, loss_and_grads
 from .losses import hard_dice, soft_dice_loss
 from .model_io import build_network, export_model
 from .runs import RunFolder
+from .recovery import PresetCorruption
 from .synthesis import build_generator
 
 OUTER_ADAM_EPS = 1e-15
@@ -85,13 +86,15 @@ class Trainer:
         n_levels = len(config.network.widths)
         self.data = data or TrainingData.from_config(
             config.data, seed=t.seed, need_label_maps=self.method != "supervised",
-            need_real=self.method != "synthseg" or bool(config.data.real_images),
+            need_real=not config.recovery.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
             pad_multiple=2 ** (n_levels - 1))
         self.table = self.data.table
         self.n_classes = self.data.n_classes
         self.net = build_network(config, self.n_classes).to(self.device)
         self.aug = build_augmentation(config.augmentation, config.data.ndim).to(self.device)
         self.synth = build_generator(config.synthesis, self.n_classes, config.data.ndim).to(self.device)
+        self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
+        self._val_cache: Optional[tuple[Tensor, Tensor]] = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
         theta = [p for p in self.aug.parameters() if p.requires_grad]
         self.learns_theta = self.method == "learn2synth" and bool(theta)
@@ -161,19 +164,46 @@ class Trainer:
             draw = self.aug.sample(x, self.gen_device)
         return x, y, draw
 
+    def _real_batch(self) -> tuple[Tensor, Tensor]:
+        """Real training pairs, or (recovery experiments) synthetic images with preset corruption."""
+        if self.corruption is None:
+            return self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+        labels = self.data.sample_label_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+        with torch.no_grad():
+            x, y = self.synth(labels, self.gen_device)
+            return self.corruption(x, self.gen_device), y
+
+    def validation_set(self) -> Optional[tuple[Tensor, Tensor]]:
+        """The fixed validation images and labels (None without validation data)."""
+        if self._val_cache is None:
+            if self.corruption is not None:
+                gen_data = torch.Generator().manual_seed(self.cfg.training.seed + 7919)
+                gen_device = torch.Generator(device=self.device).manual_seed(self.cfg.training.seed + 7919)
+                images, labels = [], []
+                with torch.no_grad():
+                    for _ in range(self.cfg.recovery.val_batches):
+                        maps = self.data.sample_label_batch(self.cfg.data.batch_size, gen_data, self.device)
+                        x, y = self.synth(maps, gen_device)
+                        images.append(self.corruption(x, gen_device))
+                        labels.append(y)
+                self._val_cache = torch.cat(images), torch.cat(labels)
+            elif self.data.n_val:
+                self._val_cache = self.data.validation_batch(self.device)
+        return self._val_cache
+
     def train_step(self) -> tuple[float, Optional[float]]:
         """One iteration; returns (L_synth or L_supervised, L_real or None)."""
         t = self.cfg.training
         phi = self._params()
         if self.method == "supervised":
-            x, y = self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+            x, y = self._real_batch()
             loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             self._last_batch = (x, x, y)
             return float(loss), None
         x, y, draw = self._synthetic_batch()
         if self.learns_theta and (self.step + 1) % t.hyper_every == 0:
-            x_real, y_real = self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+            x_real, y_real = self._real_batch()
             loss_synth, loss_real, grads, phi_star, hyper = hyper_step(
                 self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,
                 mode=t.hypergradient, autocast=self.autocast)
@@ -203,9 +233,10 @@ class Trainer:
     # evaluation
     @torch.no_grad()
     def validate(self) -> Optional[ValidationEvent]:
-        if not self.data.n_val:
+        val = self.validation_set()
+        if val is None:
             return None
-        images, labels = self.data.validation_batch(self.device)
+        images, labels = val
         scores = torch.zeros(self.n_classes, device=self.device)
         counts = torch.zeros(self.n_classes, device=self.device)
         for start in range(0, images.shape[0], self.cfg.data.batch_size):
@@ -230,9 +261,9 @@ class Trainer:
         else:
             x, draw, y = self._last_batch
             augmented = self.aug(x[:1], {k: v[:1] for k, v in draw.items()})
-        if self.data.n_val:
-            real, real_labels = self.data.validation_batch(self.device)
-            real, real_labels = real[:1], real_labels[:1]
+        val = self.validation_set()
+        if val is not None:
+            real, real_labels = val[0][:1], val[1][:1]
         else:
             real, real_labels = x[:1], y[:1]
         with self.autocast():
