@@ -55,8 +55,9 @@ class SynthesisConfig:
     shear: float = 0.012
     translation: float = 0.0
     """Maximum translation in voxels."""
-    elastic: float = 0.05
-    """Std of the elastic displacement as a fraction of the field of view."""
+    elastic: float = 0.015
+    """Std of the elastic displacement as a fraction of the field of view (0.015 is about 3 voxels
+    at 192 voxels, as in SynthSeg; above ~0.02 the warped label maps start to fold)."""
     elastic_nodes: int = 10
     """Control points per axis of the elastic field."""
     mean_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
@@ -122,6 +123,9 @@ class TrainingConfig:
     'approx': finite-difference Hessian-vector product in float64."""
     hyper_every: int = 1
     """Take the hyper-step (real pass + theta update) every k-th iteration."""
+    hyper_start: int = 0
+    """Iterations of plain synthetic training (theta fixed) before the first hyper-step: the
+    hypergradient of an untrained network carries little information about theta."""
     seed: int = 0
     device: str = "auto"
     """'auto' (CUDA if present, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
@@ -324,6 +328,7 @@ def validate(cfg: Config) -> None:
     _require(t.steps >= 0, "training.steps", f"must be >= 0, got {t.steps}")
     for key in ("lr_segmentation", "lr_augmentation"):
         _require(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
+    _require(t.hyper_start >= 0, "training.hyper_start", f"must be >= 0, got {t.hyper_start}")
     for key in ("hyper_every", "val_every", "preview_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         _require(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
     r = cfg.recovery

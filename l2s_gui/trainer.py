@@ -202,7 +202,7 @@ class Trainer:
             self._last_batch = (x, x, y)
             return float(loss), None
         x, y, draw = self._synthetic_batch()
-        if self.learns_theta and (self.step + 1) % t.hyper_every == 0:
+        if self.learns_theta and self.step >= t.hyper_start and (self.step + 1) % t.hyper_every == 0:
             x_real, y_real = self._real_batch()
             loss_synth, loss_real, grads, phi_star, hyper = hyper_step(
                 self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,

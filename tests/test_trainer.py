@@ -1,0 +1,193 @@
+"""The bilevel trainer: recovery of a preset sigma, baselines, resume equal to an uninterrupted run,
+stop/pause control, events and the run folder."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from l2s_gui.config import Config
+from l2s_gui.events import CheckpointEvent, DoneEvent, PreviewEvent, StartEvent, StepEvent, ValidationEvent
+from l2s_gui.model_io import load_model
+from l2s_gui.runs import RunFolder
+from l2s_gui.trainer import Trainer
+
+VALUES = [0, 2, 3, 4, 17]
+
+
+def blob_labels(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((1, 4) + tuple(max(s // 4, 2) for s in shape), generator=g)
+    up = F.interpolate(noise, size=shape, mode="trilinear", align_corners=True)[0]
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    inside = sum(c ** 2 for c in grid) < 0.8
+    return np.where(inside, np.array(VALUES)[up.argmax(0).numpy() + 1], 0).astype(np.int32)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "maps").mkdir()
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        lab = blob_labels((24, 24, 24), i)
+        nib.save(nib.Nifti1Image(lab, affine), root / "maps" / f"map{i}.nii.gz")
+    for i in range(3):
+        lab = blob_labels((24, 24, 24), 10 + i)
+        means = {0: 0.0, 2: 0.8, 3: 0.5, 4: 0.2, 17: 0.6}
+        img = np.vectorize(means.get)(lab).astype(np.float32) + 0.05 * rng.standard_normal(lab.shape).astype(np.float32)
+        nib.save(nib.Nifti1Image(img, affine), root / "images" / f"s{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), root / "labels" / f"s{i}.nii.gz")
+    return root
+
+
+def make_config(dataset, **sections) -> Config:
+    data = {
+        "data": {"label_maps": [str(dataset / "maps")], "real_images": [str(dataset / "images")],
+                 "real_labels": [str(dataset / "labels")], "ndim": 2, "batch_size": 2, "val_fraction": 0.34},
+        "network": {"widths": [4, 8]},
+        "augmentation": {"inu": False, "sigma_init": 0.05},
+        "training": {"steps": 6, "val_every": 3, "preview_every": 3, "checkpoint_every": 3,
+                     "lr_augmentation": 0.01, "seed": 1},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return Config.from_dict(data)
+
+
+def final_sigma(events):
+    return [e for e in events if isinstance(e, StepEvent)][-1].theta["sigma"]
+
+
+@pytest.mark.parametrize("sigma_init", [0.02, 0.25])
+def test_learned_sigma_moves_toward_the_preset_real_sigma(dataset, sigma_init):
+    """Recovery (Learn2Synth Sec. 4.1): "real" = synthetic + N(0, 0.1^2) noise; sigma starts
+    below or above 0.1 and must move toward it. The network is first trained for 100 plain steps
+    (the hypergradient of an untrained network carries little information), then 100 hyper-steps;
+    batch 16 keeps the one-draw hypergradient's variance low enough for so short a run."""
+    cfg = make_config(dataset, data={"batch_size": 16}, network={"widths": [8, 16]},
+                      training={"steps": 200, "hyper_start": 100, "lr_segmentation": 1e-2, "lr_augmentation": 3e-3,
+                                "val_every": 1000, "preview_every": 1000, "checkpoint_every": 1000},
+                      recovery={"enabled": True, "sigma": 0.1},
+                      augmentation={"inu": False, "sigma_init": sigma_init})
+    events = list(Trainer(cfg).run())
+    sigma = final_sigma(events)
+    assert abs(sigma - 0.1) < abs(sigma_init - 0.1)
+    assert (sigma > sigma_init) if sigma_init < 0.1 else (sigma < sigma_init)
+
+
+def test_events_and_run_folder(dataset, tmp_path):
+    cfg = make_config(dataset, augmentation={"inu": True, "inu_nodes": [2, 4]})
+    run = RunFolder(tmp_path / "run")
+    run.create(cfg)
+    events = list(Trainer(cfg, run=run).run())
+    kinds = [type(e) for e in events]
+    assert kinds[0] is StartEvent and kinds[-1] is DoneEvent and events[-1].reason == "finished"
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == list(range(1, 7))
+    assert all(e.loss_real is not None for e in steps)  # hyper_every = 1
+    assert set(steps[-1].theta) == {"sigma", "c"} and len(steps[-1].theta["c"]) == 2
+    assert any(isinstance(e, ValidationEvent) for e in events)
+    assert any(isinstance(e, CheckpointEvent) for e in events)
+    preview = [e for e in events if isinstance(e, PreviewEvent)][-1]
+    assert preview.synthetic.shape == preview.augmented.shape == preview.real.shape == preview.prediction.shape
+    assert set(np.unique(preview.prediction)) <= set(VALUES)
+    # the run folder holds the same story
+    recorded, _ = run.read_events()
+    assert [e.kind for e in recorded] == [e.kind for e in events if not isinstance(e, PreviewEvent)]
+    assert run.read_preview().step == preview.step
+    assert run.read_state()["status"] == "finished"
+    model = load_model(run.model_path)
+    assert model.table.values == VALUES and model.step == 6
+
+
+def test_hyper_every_k(dataset):
+    cfg = make_config(dataset, training={"hyper_every": 3})
+    steps = [e for e in Trainer(cfg).run() if isinstance(e, StepEvent)]
+    assert [e.loss_real is not None for e in steps] == [False, False, True, False, False, True]
+
+
+def test_synthseg_baseline_keeps_theta_fixed(dataset):
+    cfg = make_config(dataset, training={"method": "synthseg"}, augmentation={"sigma_init": 0.07})
+    steps = [e for e in Trainer(cfg).run() if isinstance(e, StepEvent)]
+    assert all(e.theta["sigma"] == pytest.approx(0.07) and e.loss_real is None for e in steps)
+
+
+def test_supervised_baseline_trains_on_real_pairs(dataset):
+    cfg = make_config(dataset, training={"method": "supervised", "steps": 4})
+    trainer = Trainer(cfg)
+    before = [p.detach().clone() for p in trainer.net.parameters()]
+    events = list(trainer.run())
+    assert events[-1].reason == "finished"
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.net.parameters()))
+
+
+@pytest.mark.parametrize("inner", ["adam", "sgd"])
+def test_resume_equals_an_uninterrupted_run(dataset, tmp_path, inner):
+    cfg = make_config(dataset, training={"steps": 8, "checkpoint_every": 4, "inner_optimizer": inner},
+                      augmentation={"inu": True, "inu_nodes": [2, 4]})
+    straight = RunFolder(tmp_path / "straight")
+    straight.create(cfg)
+    list(Trainer(cfg, run=straight).run())
+
+    split = RunFolder(tmp_path / "split")
+    split.create(cfg)
+    first = Trainer(cfg, run=split)
+    for event in first.run():
+        if isinstance(event, StepEvent) and event.step == 5:
+            first.request_stop()  # stops before step 6, checkpoint at step 5
+    assert split.read_state()["status"] == "stopped"
+    resumed = Trainer(cfg, run=split, resume=True)
+    assert resumed.step == 5
+    list(resumed.run())
+
+    a, b = load_model(straight.model_path), load_model(split.model_path)
+    assert a.step == b.step == 8
+    for (name, p), q in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(p, q), name
+    for p, q in zip(a.augmentation.state_dict().values(), b.augmentation.state_dict().values()):
+        assert torch.equal(p, q)
+
+
+def test_pause_and_stop_through_the_control_file(dataset, tmp_path):
+    cfg = make_config(dataset, training={"steps": 1000, "checkpoint_every": 1000})
+    run = RunFolder(tmp_path / "run")
+    run.create(cfg)
+    trainer = Trainer(cfg, run=run)
+    seen = []
+    for event in trainer.run():
+        seen.append(event)
+        if isinstance(event, StepEvent) and event.step == 2:
+            run.send_control("pause")
+            threading.Timer(0.6, run.send_control, args=("stop",)).start()
+    messages = [getattr(e, "message", "") for e in seen]
+    assert "paused" in messages
+    assert seen[-1].reason == "stopped" and seen[-1].step == 2
+    assert run.read_state()["status"] == "stopped"
+    assert run.latest_checkpoint().name == "step_0000002"
+
+
+def test_bad_data_ends_with_a_clear_error(tmp_path):
+    cfg = Config.from_dict({"data": {"label_maps": [str(tmp_path / "missing")]}, "training": {"method": "synthseg"}})
+    from l2s_gui.errors import L2SError
+
+    with pytest.raises(L2SError, match="missing"):
+        Trainer(cfg)
+
+
+def test_three_d_training_runs(dataset):
+    cfg = make_config(dataset, data={"ndim": 3, "patch_size": [16, 16, 16], "batch_size": 1},
+                      training={"steps": 2, "val_every": 2, "preview_every": 2})
+    events = list(Trainer(cfg).run())
+    assert events[-1].reason == "finished"
+    preview = [e for e in events if isinstance(e, PreviewEvent)][-1]
+    assert preview.synthetic.ndim == 2
