@@ -1,0 +1,41 @@
+"""Learnable augmentations A_theta (Learn2Synth Sec. 3.3-3.4)."""
+
+from __future__ import annotations
+
+from ..config import AugmentationConfig
+from .base import Augmentation, Identity
+from .inu import IntensityNonUniformity
+from .noise import GaussianNoise
+from .parametric import ParametricAugmentation
+from .residual import ResidualAugmentation
+
+__all__ = [
+    "Augmentation",
+    "Identity",
+    "GaussianNoise",
+    "IntensityNonUniformity",
+    "ParametricAugmentation",
+    "ResidualAugmentation",
+    "build_augmentation",
+]
+
+
+def build_augmentation(cfg: AugmentationConfig, ndim: int) -> Augmentation:
+    """The augmentation described by ``cfg`` for ``ndim``-D images.
+
+    * 'parametric': INU (if ``cfg.inu``) then noise ('fixed': eq. 8, 'per_image': eq. 9,
+      'none': no noise);
+    * 'nonparametric': residual net (eq. 10-11) followed by per-image noise (eq. 9) as in the paper
+      (``cfg.noise`` is ignored; ``cfg.sigma_init`` sets the initial sigma);
+    * 'none': :class:`Identity`.
+    """
+    if cfg.kind == "none":
+        return Identity()
+    if cfg.kind == "nonparametric":
+        return ResidualAugmentation(ndim, widths=cfg.residual_widths,
+                                    noise=GaussianNoise(cfg.sigma_init, per_image=True))
+    if cfg.kind == "parametric":
+        inu = IntensityNonUniformity(cfg.inu_nodes, cfg.inu_c_init, cfg.inu_c_max) if cfg.inu else None
+        noise = None if cfg.noise == "none" else GaussianNoise(cfg.sigma_init, per_image=cfg.noise == "per_image")
+        return ParametricAugmentation(inu, noise)
+    raise ValueError(f"augmentation.kind must be 'parametric', 'nonparametric' or 'none', got {cfg.kind!r}")

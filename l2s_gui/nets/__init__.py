@@ -1,0 +1,5 @@
+"""Segmentation networks."""
+
+from .unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,369 @@
+"""Training data: label maps for synthesis and real (scan, labels) pairs, cut into 2D slices or 3D
+patches of one common spatial size, sampled reproducibly with a caller-supplied ``torch.Generator``.
+
+Loading (``TrainingData.from_config``):
+
+- Every volume is reoriented to the closest RAS voxel order (axis permutations/flips only, no
+  resampling), so ``data.slice_axis`` means the same anatomical plane for every file
+  (0 sagittal, 1 coronal, 2 axial). :mod:`l2s_gui.segment` does the same to new scans.
+- Label values become contiguous classes through the label table (``data.label_table``; 'auto' is
+  the union of the values found in every label map *and* real label map listed in the config, so
+  the class set does not depend on the training method). Class arrays are kept in memory as uint8
+  tensors (int16 when there are 256 classes or more).
+- Real scans and label maps are paired in the order listed (each folder's files sorted by name);
+  each pair must share one voxel grid. Scans are normalised with
+  :func:`~l2s_gui.intensity.normalize_intensities`, exactly as at segmentation time.
+- Train/validation split of the real pairs: the pairs are sorted by path and permuted with
+  ``numpy.random.default_rng(seed)``; ``round(val_fraction * n)`` pairs go to validation, clamped
+  so that at least one pair trains and, when there are two pairs or more and ``val_fraction > 0``,
+  at least one validates (a single pair always trains; then there is no validation set). The split
+  depends only on the seed and the set of files, not on the order they were listed in.
+
+Samples: in 2D a slice along ``slice_axis`` drawn uniformly among all slices holding foreground; in
+3D the whole volume, or (with ``patch_size``) a patch centred on a random foreground voxel 80% of
+the time and placed uniformly otherwise. Each sample is cropped/padded (with background / 0) to
+:attr:`TrainingData.spatial_shape`: ``patch_size`` when given, else the largest slice/volume shape
+rounded up to a multiple of ``pad_multiple``. Smaller samples are centred in the padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import DataConfig
+from .errors import InputError
+from .intensity import normalize_intensities
+from .io import check_pair, expand_paths, load_label_map, load_scan, to_ras
+from .labels import LabelTable, load_label_table, unique_values
+
+__all__ = ["TrainingData", "RealPair", "split_pairs"]
+
+FOREGROUND_BIAS = 0.8  # 3D patches (and 2D patches): probability of centring on a foreground voxel
+_COORD_STRIDE = 4      # foreground voxels remembered on a grid of this stride (3D patch centres)
+
+
+@dataclass
+class RealPair:
+    image_path: Path
+    label_path: Path
+    image: Tensor   # (X, Y, Z) float32 in [0, 1], RAS voxel order
+    labels: Tensor  # (X, Y, Z) uint8/int16 classes, RAS voxel order
+
+
+def _class_dtype(n_classes: int) -> torch.dtype:
+    return torch.uint8 if n_classes < 256 else (torch.int16 if n_classes < 32768 else torch.int32)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices (into ``pairs``) of the training and validation pairs; see the module docstring."""
+    n = len(pairs)
+    order = sorted(range(n), key=lambda i: (str(Path(pairs[i][0]).resolve()), str(Path(pairs[i][1]).resolve())))
+    if n >= 2 and val_fraction > 0:
+        n_val = min(max(int(round(val_fraction * n)), 1), n - 1)
+    else:
+        n_val = 0
+    perm = np.random.default_rng(seed).permutation(n)
+    val_sorted = sorted(int(p) for p in perm[:n_val])
+    train_sorted = sorted(int(p) for p in perm[n_val:])
+    return [order[i] for i in train_sorted], [order[i] for i in val_sorted]
+
+
+def _compress(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index array) with a small index dtype: a compact form of a label map."""
+    values = unique_values(arr)
+    dtype = np.uint8 if len(values) <= 256 else (np.uint16 if len(values) <= 65536 else np.int32)
+    if values[-1] < (1 << 24):
+        lut = np.zeros(int(values[-1]) + 1, dtype=dtype)
+        lut[values] = np.arange(len(values), dtype=dtype)
+        return values, lut[arr]
+    return values, np.searchsorted(values, arr).astype(dtype)
+
+
+class _Volumes:
+    """Class volumes with their foreground bookkeeping for fast sampling."""
+
+    def __init__(self, labels: list[Tensor], images: list[Tensor] | None, slice_axis: int, names: list[str]):
+        self.labels = labels
+        self.images = images
+        self.slice_axis = slice_axis
+        self.names = names
+        # 2D: every (volume, slice) holding foreground
+        entries = []
+        for i, lab in enumerate(labels):
+            other = tuple(d for d in range(3) if d != slice_axis)
+            fg = lab.ne(0).any(dim=other[1]).any(dim=other[0])
+            idx = torch.nonzero(fg).flatten()
+            if idx.numel() == 0:
+                raise InputError(f"{names[i]}: no foreground left after applying the label table "
+                                 f"(every voxel is background)")
+            entries.append(torch.stack([torch.full_like(idx, i), idx], dim=1))
+        self.slices = torch.cat(entries) if entries else torch.zeros((0, 2), dtype=torch.long)
+        # 3D: foreground voxels on a coarse grid
+        s = _COORD_STRIDE
+        self.coords = [torch.nonzero(lab[::s, ::s, ::s]).to(torch.int32) * s for lab in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _fit(tensors: list[Tensor], target: Sequence[int], center: Sequence[int] | None,
+         generator: torch.Generator | None) -> list[Tensor]:
+    """Crop (around ``center``, or at a random place) and/or centre-pad tensors sharing one shape."""
+    shape = tensors[0].shape
+    src, dst = [], []
+    for d, (size, t) in enumerate(zip(shape, target)):
+        if size > t:
+            if center is not None:
+                start = int(min(max(int(center[d]) - t // 2, 0), size - t))
+            else:
+                start = int(torch.randint(0, size - t + 1, (1,), generator=generator))
+            src.append(slice(start, start + t))
+            dst.append(slice(0, t))
+        else:
+            before = (t - size) // 2
+            src.append(slice(0, size))
+            dst.append(slice(before, before + size))
+    outs = []
+    for x in tensors:
+        out = x.new_zeros(tuple(target))
+        out[tuple(dst)] = x[tuple(src)]
+        outs.append(out)
+    return outs
+
+
+class TrainingData:
+    """Label maps and real pairs in memory, with seeded sampling of fixed-size batches."""
+
+    def __init__(self, table: LabelTable, ndim: int, slice_axis: int, spatial_shape: Sequence[int],
+                 patch_mode: bool, label_maps: list[Tensor], label_map_paths: list[Path],
+                 train: list[RealPair], val: list[RealPair], seed: int = 0):
+        self.table = table
+        self.ndim = int(ndim)
+        self.slice_axis = int(slice_axis)
+        self.spatial_shape = [int(s) for s in spatial_shape]
+        self.patch_mode = bool(patch_mode)
+        self.label_map_paths = list(label_map_paths)
+        self.train_pairs = list(train)
+        self.val_pairs = list(val)
+        self.seed = int(seed)
+        self._maps = _Volumes(label_maps, None, self.slice_axis, [str(p) for p in label_map_paths])
+        self._train = _Volumes([p.labels for p in train], [p.image for p in train], self.slice_axis,
+                               [str(p.label_path) for p in train])
+        self._val = _Volumes([p.labels for p in val], [p.image for p in val], self.slice_axis,
+                             [str(p.label_path) for p in val])
+        self._val_cache: dict[int, tuple[Tensor, Tensor]] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: DataConfig, seed: int, need_label_maps: bool, need_real: bool,
+                    pad_multiple: int = 1, log: Callable[[str], None] | None = None) -> "TrainingData":
+        """Load what ``cfg`` lists (see the module docstring for every rule)."""
+        say = log or (lambda _msg: None)
+        map_paths = expand_paths(cfg.label_maps, "data.label_maps") if cfg.label_maps else []
+        if need_label_maps and not map_paths:
+            raise InputError("data.label_maps: list at least one label map (file or folder) for synthesis")
+        image_paths = expand_paths(cfg.real_images, "data.real_images") if cfg.real_images else []
+        label_paths = expand_paths(cfg.real_labels, "data.real_labels") if cfg.real_labels else []
+        if need_real and not image_paths:
+            raise InputError("data.real_images: list the real scans (files or folders)")
+        if need_real and len(image_paths) != len(label_paths):
+            raise InputError(f"data.real_images lists {len(image_paths)} scans but data.real_labels lists "
+                             f"{len(label_paths)} label maps; they are paired in order (folders sorted by name)")
+        auto = cfg.label_table == "auto"
+        load_maps = need_label_maps or (auto and bool(map_paths))
+        load_real_labels = need_real or (auto and bool(label_paths))
+
+        # label maps: compact (values, index) form until the table is known
+        compact: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        if load_maps:
+            for i, path in enumerate(map_paths):
+                say(f"loading label map {i + 1}/{len(map_paths)}: {path}")
+                vol = load_label_map(path)
+                data, _, _ = to_ras(vol.data, vol.affine)
+                values, index = _compress(data)
+                compact.append((path, values, index))
+        # real pairs
+        pairs = list(zip(image_paths, label_paths))
+        real_compact: list[tuple[Path, Path, np.ndarray | None, np.ndarray, np.ndarray]] = []
+        if need_real:
+            for i, (ip, lp) in enumerate(pairs):
+                say(f"loading real pair {i + 1}/{len(pairs)}: {ip}, {lp}")
+                scan, lab = load_scan(ip), load_label_map(lp)
+                check_pair(scan, lab)
+                image, _, _ = to_ras(normalize_intensities(scan.data), scan.affine)
+                data, _, _ = to_ras(lab.data, lab.affine)
+                values, index = _compress(data)
+                real_compact.append((ip, lp, image, values, index))
+        elif load_real_labels:
+            for lp in label_paths:
+                lab = load_label_map(lp)
+                real_compact.append((lp, lp, None, unique_values(lab.data), np.zeros(0, np.uint8)))
+
+        if auto:
+            found = set()
+            for _, values, _ in compact:
+                found.update(values.tolist())
+            for *_, values, _ in real_compact:
+                found.update(values.tolist())
+            table = LabelTable.from_values(found)
+        else:
+            table = load_label_table(cfg.label_table)
+        cdtype = _class_dtype(table.n_classes)
+
+        def to_tensor(values: np.ndarray, index: np.ndarray, source: Path) -> Tensor:
+            classes = table.to_classes(values, source=source)
+            return torch.from_numpy(classes[index.astype(np.intp, copy=False)]).to(cdtype)
+
+        maps = [to_tensor(v, idx, p) for p, v, idx in compact] if need_label_maps else []
+        real: list[RealPair] = []
+        if need_real:
+            for ip, lp, image, values, index in real_compact:
+                real.append(RealPair(Path(ip), Path(lp), torch.from_numpy(np.ascontiguousarray(image)),
+                                     to_tensor(values, index, lp)))
+        train_idx, val_idx = split_pairs(pairs, cfg.val_fraction, seed) if need_real else ([], [])
+        train = [real[i] for i in train_idx]
+        val = [real[i] for i in val_idx]
+
+        ndim, axis = int(cfg.ndim), int(cfg.slice_axis)
+        if cfg.patch_size:
+            spatial = [int(s) for s in cfg.patch_size]
+        else:
+            shapes = [tuple(m.shape) for m in maps] + [tuple(p.labels.shape) for p in real]
+            if not shapes:
+                raise InputError("no training data: list label maps (data.label_maps) or real pairs")
+            if ndim == 2:
+                shapes = [tuple(s for d, s in enumerate(sh) if d != axis) for sh in shapes]
+            spatial = [_round_up(max(sh[d] for sh in shapes), max(int(pad_multiple), 1)) for d in range(ndim)]
+        return cls(table, ndim, axis, spatial, bool(cfg.patch_size), maps, [p for p, _, _ in compact] if maps else [],
+                   train, val, seed)
+
+    # ------------------------------------------------------------------ counts
+    @property
+    def n_classes(self) -> int:
+        return self.table.n_classes
+
+    @property
+    def n_label_maps(self) -> int:
+        return len(self._maps)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_pairs)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.val_pairs)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"label_maps": self.n_label_maps, "train_pairs": self.n_train, "val_pairs": self.n_val}
+
+    @property
+    def has_validation(self) -> bool:
+        return self.n_val > 0
+
+    def describe(self) -> str:
+        return (f"{self.n_label_maps} label maps, {self.n_train} training pairs, {self.n_val} validation pairs; "
+                f"{self.n_classes} classes; {self.ndim}D samples of {'x'.join(map(str, self.spatial_shape))}")
+
+    # ------------------------------------------------------------------ sampling
+    def _draw(self, vols: _Volumes, generator: torch.Generator, with_image: bool,
+              fg_always: bool = False) -> tuple[Tensor | None, Tensor]:
+        """One sample (image or None, labels) of :attr:`spatial_shape`, on the CPU."""
+        if self.ndim == 2:
+            j = int(torch.randint(0, len(vols.slices), (1,), generator=generator))
+            v, s = (int(t) for t in vols.slices[j])
+            lab = vols.labels[v].select(self.slice_axis, s)
+            img = vols.images[v].select(self.slice_axis, s) if with_image else None
+            center = None
+            if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
+                if fg_always or float(torch.rand((1,), generator=generator)) < FOREGROUND_BIAS:
+                    nz = torch.nonzero(lab)
+                    center = nz[int(torch.randint(0, len(nz), (1,), generator=generator))].tolist()
+        else:
+            v = int(torch.randint(0, len(vols), (1,), generator=generator))
+            lab = vols.labels[v]
+            img = vols.images[v] if with_image else None
+            center = None
+            if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
+                coords = vols.coords[v]
+                if len(coords) and (fg_always or float(torch.rand((1,), generator=generator)) < FOREGROUND_BIAS):
+                    c = coords[int(torch.randint(0, len(coords), (1,), generator=generator))]
+                    jitter = torch.randint(0, _COORD_STRIDE, (3,), generator=generator)
+                    center = (c + jitter).tolist()
+        parts = [lab] + ([img] if img is not None else [])
+        out = _fit(parts, self.spatial_shape, center, generator)
+        return (out[1] if img is not None else None), out[0]
+
+    def sample_label_batch(self, batch_size: int, generator: torch.Generator,
+                           device: torch.device | str = "cpu") -> Tensor:
+        """Label maps for synthesis: LongTensor (B, *spatial_shape) of classes on ``device``."""
+        if not self.n_label_maps:
+            raise RuntimeError("no label maps were loaded (need_label_maps=False)")
+        labs = [self._draw(self._maps, generator, False)[1] for _ in range(batch_size)]
+        return torch.stack(labs).to(device).long()
+
+    def sample_real_batch(self, batch_size: int, generator: torch.Generator,
+                          device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """From the training pairs: images (B, 1, *sp) float32 and labels (B, *sp) int64 on ``device``."""
+        if not self.n_train:
+            raise RuntimeError("no real training pairs were loaded (need_real=False)")
+        draws = [self._draw(self._train, generator, True) for _ in range(batch_size)]
+        images = torch.stack([d[0] for d in draws]).unsqueeze(1)
+        labels = torch.stack([d[1] for d in draws])
+        return images.to(device), labels.to(device).long()
+
+    def validation_batch(self, device: torch.device | str = "cpu", max_items: int = 16) -> tuple[Tensor, Tensor] | None:
+        """A fixed set (the same at every call) of up to ``max_items`` samples from the validation
+        pairs: (images (N, 1, *sp), labels (N, *sp) int64) on ``device``; None without validation pairs.
+
+        2D: a seeded random choice among the foreground slices of the validation pairs (all of them
+        when there are few). 3D: each validation volume (whole-volume mode), or foreground-centred
+        patches cycling over the validation volumes (patch mode).
+        """
+        if not self.n_val:
+            return None
+        if max_items not in self._val_cache:
+            g = torch.Generator().manual_seed(self.seed * 7919 + 104729)
+            vols = self._val
+            items: list[tuple[Tensor, Tensor]] = []
+            if self.ndim == 2:
+                n = len(vols.slices)
+                chosen = torch.randperm(n, generator=g)[:max_items].sort().values if n > max_items else torch.arange(n)
+                for j in chosen.tolist():
+                    v, s = (int(t) for t in vols.slices[j])
+                    lab = vols.labels[v].select(self.slice_axis, s)
+                    img = vols.images[v].select(self.slice_axis, s)
+                    center = None
+                    if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
+                        nz = torch.nonzero(lab)
+                        center = nz[int(torch.randint(0, len(nz), (1,), generator=g))].tolist()
+                    lab, img = _fit([lab, img], self.spatial_shape, center, g)
+                    items.append((img, lab))
+            else:
+                count = max_items if self.patch_mode else min(max_items, len(vols))
+                for k in range(count):
+                    v = k % len(vols)
+                    lab, img = vols.labels[v], vols.images[v]
+                    center = None
+                    if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
+                        coords = vols.coords[v]
+                        if len(coords):
+                            center = coords[int(torch.randint(0, len(coords), (1,), generator=g))].tolist()
+                    lab, img = _fit([lab, img], self.spatial_shape, center, g)
+                    items.append((img, lab))
+            images = torch.stack([it[0] for it in items]).unsqueeze(1)
+            labels = torch.stack([it[1] for it in items]).long()
+            self._val_cache[max_items] = (images, labels)
+        images, labels = self._val_cache[max_items]
+        return images.to(device), labels.to(device)

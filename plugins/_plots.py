@@ -1,0 +1,177 @@
+"""Live training plots (pyqtgraph): theta (sigma, c_1..c_K), synthetic/real loss, validation Dice.
+
+Colours follow the napari theme (background, text, accent) and change with it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import pyqtgraph as pg
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+# Distinguishable on dark and light backgrounds (Okabe-Ito, minus black/yellow).
+PALETTE = ["#56B4E9", "#E69F00", "#009E73", "#CC79A7", "#0072B2", "#D55E00", "#F0E442", "#999999"]
+
+
+def theme_colors(theme_name: str) -> dict[str, str]:
+    try:
+        from napari.utils.theme import get_system_theme, get_theme
+
+        if theme_name == "system":
+            theme_name = get_system_theme()
+        theme = get_theme(theme_name)
+        return {"background": theme.background.as_hex(), "text": theme.text.as_hex(),
+                "grid": theme.highlight.as_hex(), "accent": theme.current.as_hex(),
+                "warning": theme.warning.as_hex()}
+    except Exception:  # noqa: BLE001 - any theme problem falls back to the dark defaults
+        return {"background": "#23242b", "text": "#f0f1f2", "grid": "#61696e", "accent": "#4560c4",
+                "warning": "#e3b617"}
+
+
+class _Series:
+    def __init__(self) -> None:
+        self.x: list[float] = []
+        self.y: list[float] = []
+
+    def add(self, x: float, y: Optional[float]) -> None:
+        if y is None:
+            return
+        try:
+            y = float(y)
+        except (TypeError, ValueError):
+            return
+        if math.isfinite(y):
+            self.x.append(float(x))
+            self.y.append(y)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.x, float), np.asarray(self.y, float)
+
+
+class TrainingPlots(QWidget):
+    """Three plots side by side; feed them run-folder events (JSON dicts) with :meth:`add_events`."""
+
+    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark"):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True)
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+        self.theta_plot = self.graphics.addPlot(title="augmentation θ")
+        self.loss_plot = self.graphics.addPlot(title="loss (soft Dice)")
+        self.dice_plot = self.graphics.addPlot(title="validation Dice")
+        for plot in self.plots:
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("bottom", "step")
+            plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+        self.dice_plot.setYRange(0, 1, padding=0.02)
+        self.series: dict[str, _Series] = {}
+        self.curves: dict[str, Any] = {}
+        self._colors = theme_colors(theme)
+        self.set_theme(theme)
+        self.setMinimumHeight(180)
+
+    @property
+    def plots(self):
+        return (self.theta_plot, self.loss_plot, self.dice_plot)
+
+    # theme
+    def set_theme(self, theme: str) -> None:
+        self._colors = c = theme_colors(theme)
+        self.graphics.setBackground(c["background"])
+        for plot in self.plots:
+            plot.titleLabel.setText(plot.titleLabel.text, color=c["text"], size="9pt")
+            for name in ("left", "bottom"):
+                axis = plot.getAxis(name)
+                axis.setPen(pg.mkPen(c["grid"]))
+                axis.setTextPen(pg.mkPen(c["text"]))
+            if plot.legend is not None:
+                plot.legend.setLabelTextColor(c["text"])
+        for key, curve in self.curves.items():
+            curve.setPen(self._pen(key))
+
+    def _pen(self, key: str):
+        fixed = {"sigma": self._colors["warning"], "loss_synth": PALETTE[0], "loss_real": PALETTE[1],
+                 "mean_dice": self._colors["text"]}
+        if key in fixed:
+            return pg.mkPen(fixed[key], width=2)
+        if key.startswith("c_"):
+            return pg.mkPen(PALETTE[(int(key[2:]) + 1) % len(PALETTE)], width=1.5)
+        if key.startswith("dice_"):
+            index = sorted(k for k in self.series if k.startswith("dice_")).index(key)
+            return pg.mkPen(PALETTE[(index + 2) % len(PALETTE)], width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
+        return pg.mkPen(PALETTE[hash(key) % len(PALETTE)], width=1.5)
+
+    # data
+    def clear(self) -> None:
+        for plot in self.plots:
+            plot.clear()
+            if plot.legend is not None:
+                plot.legend.clear()
+        self.series.clear()
+        self.curves.clear()
+
+    def _add(self, key: str, x: float, y: Any) -> None:
+        self.series.setdefault(key, _Series()).add(x, y)
+
+    def add_events(self, events: list[dict[str, Any]]) -> None:
+        touched = False
+        for e in events:
+            kind, step = e.get("kind"), e.get("step", 0)
+            if kind == "step":
+                self._add("loss_synth", step, e.get("loss_synth"))
+                self._add("loss_real", step, e.get("loss_real"))
+                theta = e.get("theta") or {}
+                for name, value in theta.items():
+                    if isinstance(value, (list, tuple)):
+                        for k, v in enumerate(value):
+                            self._add(f"{name}_{k + 1}", step, v)
+                    else:
+                        self._add(name, step, value)
+                touched = True
+            elif kind == "validation":
+                self._add("mean_dice", step, e.get("mean_dice"))
+                for label, value in (e.get("dice") or {}).items():
+                    self._add(f"dice_{label}", step, value)
+                touched = True
+        if touched:
+            self._refresh()
+
+    def _plot_for(self, key: str):
+        if key.startswith("loss"):
+            return self.loss_plot
+        if key.startswith("dice") or key == "mean_dice":
+            return self.dice_plot
+        return self.theta_plot
+
+    def _legend_name(self, key: str) -> str:
+        names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ"}
+        if key in names:
+            return names[key]
+        if key.startswith("dice_"):
+            return f"label {key[5:]}"
+        if key.startswith("c_"):
+            return f"c{key[2:]}"
+        return key
+
+    def _refresh(self) -> None:
+        for key in sorted(self.series):
+            x, y = self.series[key].arrays()
+            curve = self.curves.get(key)
+            if curve is None:
+                if x.size == 0:
+                    continue
+                plot = self._plot_for(key)
+                curve = plot.plot(name=self._legend_name(key), pen=self._pen(key))
+                self.curves[key] = curve
+            curve.setData(x, y)
+
+    def last(self, key: str) -> Optional[float]:
+        s = self.series.get(key)
+        return s.y[-1] if s is not None and s.y else None

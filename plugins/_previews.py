@@ -1,0 +1,105 @@
+"""Live preview tiles: synthetic image | learned-augmented image | real image + prediction overlay.
+
+Arranged side by side with translate offsets, to the right of the user's own data; updated in place
+on each new ``previews/latest.npz``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ._layers import find_role, other_layers_extent, upsert
+
+TILES = [
+    # role, title, column
+    ("synthetic", "synthetic (SynthSeg)", 0),
+    ("augmented", "learned augmentation A_θ", 1),
+    ("real", "real + prediction", 2),
+]
+GAP = 0.08  # fraction of the tile width between tiles
+
+
+def display_array(a: np.ndarray, rotate: bool) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim > 2:  # defensive: a 3D preview -> its middle slice
+        a = np.take(a, a.shape[0] // 2, axis=0)
+    return np.ascontiguousarray(np.rot90(a)) if rotate else a
+
+
+class PreviewLayers:
+    """Owns the preview layers of one viewer."""
+
+    def __init__(self, viewer, rotate: bool = False):
+        self.viewer = viewer
+        self.rotate = rotate
+        self._origin: Optional[np.ndarray] = None
+        self._shape: Optional[tuple[int, int]] = None
+        self.step: Optional[int] = None
+
+    def _tile_translate(self, column: int, shape: tuple[int, int]) -> list[float]:
+        if self._origin is None or self._shape != shape:
+            extent = other_layers_extent(self.viewer)
+            if extent is None or not np.all(np.isfinite(extent)):
+                self._origin = np.zeros(2)
+            else:
+                width = extent[1, -1] - extent[0, -1]
+                self._origin = np.array([extent[0, -2], extent[1, -1] + max(GAP * width, 8.0)])
+            self._shape = shape
+        step = shape[1] * (1 + GAP)
+        return [float(self._origin[0]), float(self._origin[1] + column * step)]
+
+    def update(self, arrays: dict[str, Any]) -> bool:
+        """Show a preview (dict of arrays as in latest.npz). Returns False when it has no images."""
+        if not all(k in arrays for k in ("synthetic", "augmented", "real")):
+            return False
+        self.step = arrays.get("step")
+        shown = {k: display_array(arrays[k], self.rotate) for k in arrays if k != "step"}
+        shape = tuple(shown["synthetic"].shape)
+        first = find_role(self.viewer, "preview_synthetic") is None
+        for role, _title, column in TILES:
+            data = shown[role].astype(np.float32, copy=False)
+            upsert(self.viewer, f"preview_{role}", "image", data, name=f"L2S {role}",
+                   translate=self._tile_translate(column, data.shape), scale=[1.0, 1.0],
+                   contrast_limits=[0.0, 1.0], colormap="gray", blending="translucent")
+        translate = self._tile_translate(2, shown["real"].shape)
+        if "prediction" in shown:
+            upsert(self.viewer, "preview_prediction", "labels", shown["prediction"].astype(np.int32, copy=False),
+                   name="L2S prediction", translate=translate, scale=[1.0, 1.0], opacity=0.45)
+        if "real_labels" in shown:
+            layer = upsert(self.viewer, "preview_real_labels", "labels",
+                           shown["real_labels"].astype(np.int32, copy=False), name="L2S real labels (outline)",
+                           translate=translate, scale=[1.0, 1.0], opacity=0.9)
+            if first:
+                layer.contour = 1
+        self._titles(shape)
+        if first:
+            self.viewer.reset_view()
+        return True
+
+    def _titles(self, shape: tuple[int, int]) -> None:
+        points, texts = [], []
+        step_text = f" · step {self.step}" if self.step is not None else ""
+        for role, title, column in TILES:
+            y, x = self._tile_translate(column, shape)
+            points.append([y - 0.5, x + shape[1] / 2])
+            texts.append(title + (step_text if column == 0 else ""))
+        layer = find_role(self.viewer, "preview_titles")
+        if layer is not None:
+            layer.data = np.asarray(points, float)
+            layer.features = {"title": texts}
+            layer.text.refresh(layer.features) if hasattr(layer.text, "refresh") else None
+            return
+        upsert(self.viewer, "preview_titles", "points", np.asarray(points, float), name="L2S titles",
+               features={"title": texts}, size=0.1, face_color="transparent", border_width=0,
+               text={"string": "{title}", "anchor": "lower_left", "color": "white", "size": 11,
+                     "translation": [-2, -shape[1] / 2]})
+
+    def layers(self) -> list:
+        out = []
+        for role in ("synthetic", "augmented", "real", "prediction", "real_labels", "titles"):
+            layer = find_role(self.viewer, f"preview_{role}")
+            if layer is not None:
+                out.append(layer)
+        return out

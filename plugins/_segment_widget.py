@@ -1,0 +1,417 @@
+"""The "Segment" dock widget: a trained model + an image layer -> a Labels layer on the image's grid.
+
+Runs ``l2s_gui.segment.segment_volume`` in a worker thread (napari ``thread_worker``) with progress
+and cancel; the result keeps the image's scale/translate and true affine, holds the original label
+values, and comes with a per-label volume table (mm^3) that can be saved as CSV, the labels as NIfTI.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
+                            QLabel, QLineEdit, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
+                            QVBoxLayout, QWidget)
+
+from ._common import LayerCombo, error_text, notify_error, notify_info, set_enabled
+from ._geometry import layer_affine, voxel_volume_mm3, write_volume
+from ._layers import upsert
+
+CURRENT_RUN = "current training run"
+MODEL_FILE = "model file"
+
+
+class _Progress(QObject):
+    """Thread-safe progress relay (emitted from the worker thread, received on the GUI thread)."""
+
+    changed = Signal(int, int)
+
+
+def label_volumes(labels: np.ndarray, affine: np.ndarray) -> dict[int, tuple[int, float]]:
+    """value -> (voxel count, volume in mm^3) for every non-zero label present."""
+    labels = np.asarray(labels)
+    flat = labels.reshape(-1)
+    if flat.size and flat.min() >= 0 and flat.max() < (1 << 20):
+        counts = np.bincount(flat.astype(np.intp, copy=False))
+        values = np.flatnonzero(counts)
+        counts = counts[values]
+    else:
+        values, counts = np.unique(flat, return_counts=True)
+    vox = voxel_volume_mm3(affine)
+    return {int(v): (int(c), float(c) * vox) for v, c in zip(values, counts) if v != 0}
+
+
+class SegmentWidget(QWidget):
+    """Segment an image layer with a trained Learn2Synth model."""
+
+    def __init__(self, napari_viewer, parent: Optional[QWidget] = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker = None
+        self._cancel = threading.Event()
+        self._progress = _Progress(self)
+        self._progress.changed.connect(self._on_progress)
+        self.result_layer = None
+        self.volumes: dict[int, tuple[int, float]] = {}
+        self._names: dict[int, str] = {}
+        self._info_key: Optional[tuple] = None
+        self._build()
+        self._update_buttons()
+        # the training widget's run (and its model file) changes without telling us: re-check cheaply
+        self._refresh = QTimer(self)
+        self._refresh.setInterval(1500)
+        self._refresh.timeout.connect(self._update_buttons)
+        self._refresh.start()
+
+    # ------------------------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        form = QFormLayout()
+        self.model_source = QComboBox()
+        self.model_source.addItems([CURRENT_RUN, MODEL_FILE])
+        self.model_source.setToolTip("The model.safetensors of the run in the training widget, or a model file")
+        self.model_source.currentTextChanged.connect(self._update_buttons)
+        form.addRow("model", self.model_source)
+        row = QHBoxLayout()
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("model.safetensors (or a run folder)")
+        self.model_path.textChanged.connect(self._on_model_path_edited)
+        browse = QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.setToolTip("Choose a model file")
+        browse.clicked.connect(self._browse_model)
+        row.addWidget(self.model_path, 1)
+        row.addWidget(browse)
+        form.addRow("file", row)
+        self.model_info = QLabel("")
+        self.model_info.setWordWrap(True)
+        form.addRow("", self.model_info)
+        self.image_combo = LayerCombo(self.viewer, kinds=("image",), placeholder="(open an image layer)",
+                                      exclude_roles=("preview_titles",))
+        self.image_combo.layer_changed.connect(self._update_buttons)
+        form.addRow("image", self.image_combo)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(self._devices())
+        self.device_combo.setToolTip("auto: the first CUDA GPU, else Apple MPS, else the CPU")
+        form.addRow("device", self.device_combo)
+        layout.addLayout(form)
+
+        row = QHBoxLayout()
+        self.segment_button = QPushButton("Segment")
+        self.segment_button.clicked.connect(self.segment)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.segment_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        layout.addWidget(self.progress)
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["label", "name", "voxels", "volume (mm³)"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSortingEnabled(True)
+        layout.addWidget(self.table, 1)
+        self.total_label = QLabel("")
+        layout.addWidget(self.total_label)
+        row = QHBoxLayout()
+        self.save_labels_button = QPushButton("Save labels…")
+        self.save_labels_button.clicked.connect(self._save_labels_dialog)
+        self.save_csv_button = QPushButton("Save volumes (CSV)…")
+        self.save_csv_button.clicked.connect(self._save_csv_dialog)
+        row.addWidget(self.save_labels_button)
+        row.addWidget(self.save_csv_button)
+        layout.addLayout(row)
+
+    @staticmethod
+    def _devices() -> list[str]:
+        try:
+            from l2s_gui.device import available_devices
+
+            return ["auto"] + available_devices()
+        except Exception:  # noqa: BLE001
+            return ["auto", "cpu"]
+
+    # ------------------------------------------------------------------------------------ model
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", str(Path.home() / "l2s_runs"),
+                                              "Models (*.safetensors)")
+        if path:
+            self.model_path.setText(path)
+
+    def _on_model_path_edited(self, text: str) -> None:
+        if text.strip():
+            self.model_source.setCurrentText(MODEL_FILE)
+        self._update_buttons()
+
+    def model_file(self) -> Optional[Path]:
+        if self.model_source.currentText() == CURRENT_RUN:
+            from ._training_widget import training_widget_for
+
+            trainer = training_widget_for(self.viewer)
+            if trainer is None or trainer.run_dir is None:
+                return None
+            return trainer.run_dir / "model.safetensors"
+        text = self.model_path.text().strip()
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        return path / "model.safetensors" if path.is_dir() else path
+
+    def _model_problem(self) -> str:
+        path = self.model_file()
+        if path is None:
+            return ("no training run: start or open one in 'Learn2Synth training', or choose a model file"
+                    if self.model_source.currentText() == CURRENT_RUN else "choose a model file")
+        if not path.is_file():
+            return (f"the run has no model yet (written at its first checkpoint): {path}"
+                    if self.model_source.currentText() == CURRENT_RUN else f"{path}: file not found")
+        return ""
+
+    # ------------------------------------------------------------------------------------ state
+    def _busy(self) -> bool:
+        return self._worker is not None
+
+    def _update_buttons(self, *_args) -> None:
+        busy = self._busy()
+        problem = self._model_problem()
+        if not problem:
+            self._describe_model()
+        else:
+            self.model_info.setText("")
+            self._info_key = None
+        if busy:
+            set_enabled(self.segment_button, False, "a segmentation is running")
+        elif problem:
+            set_enabled(self.segment_button, False, problem)
+        elif self.image_combo.layer() is None:
+            set_enabled(self.segment_button, False, "open an image layer (a scan) to segment")
+        else:
+            set_enabled(self.segment_button, True, tip="Segment the image layer (a Labels layer is added)")
+        set_enabled(self.cancel_button, busy, "nothing to cancel", "Cancel the running segmentation")
+        have = self.result_layer is not None and self.result_layer in self.viewer.layers
+        set_enabled(self.save_labels_button, have, "segment an image first", "Save the labels as NIfTI")
+        set_enabled(self.save_csv_button, bool(self.volumes), "segment an image first",
+                    "Save the per-label volumes as CSV")
+
+    def _describe_model(self) -> None:
+        path = self.model_file()
+        try:
+            st = path.stat()
+            key = (str(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is not None and key == self._info_key:
+            return
+        self._info_key = key
+        try:
+            from l2s_gui.model_io import read_model_metadata
+
+            meta = read_model_metadata(path)
+            cfg = meta.get("config", {})
+            labels = meta.get("label_table", {}).get("labels", [])
+            ndim = cfg.get("data", {}).get("ndim", "?")
+            self.model_info.setText(f"{ndim}D, {len(labels)} classes, step {meta.get('step', '?')}")
+        except Exception as exc:  # noqa: BLE001
+            self.model_info.setText(f"<span style='color:#e06c75'>{error_text(exc)}</span>")
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done}/{total}")
+
+    # ------------------------------------------------------------------------------------ run
+    def segment(self) -> bool:
+        """Start segmenting the chosen image layer in a worker thread."""
+        if self._busy():
+            return False
+        problem = self._model_problem()
+        layer = self.image_combo.layer()
+        if problem or layer is None:
+            notify_error(problem or "open an image layer (a scan) to segment")
+            return False
+        data = np.asarray(layer.data)
+        if data.ndim not in (2, 3):
+            notify_error(f"layer '{layer.name}': expected a 2D or 3D scan, got shape {data.shape}")
+            return False
+        if data.dtype.kind not in "iuf" or data.dtype == np.bool_:
+            notify_error(f"layer '{layer.name}': unsupported data type {data.dtype} for a scan")
+            return False
+        model_path = self.model_file()
+        affine = layer_affine(layer)
+        device = self.device_combo.currentText()
+        self._cancel.clear()
+        progress = self._progress.changed
+        cancel = self._cancel
+
+        from napari.qt.threading import thread_worker
+
+        @thread_worker
+        def work():
+            return run_segmentation(model_path, data, affine, device,
+                                    progress=lambda d, t: progress.emit(int(d), int(t)),
+                                    cancelled=cancel.is_set)
+
+        worker = work()
+        worker.returned.connect(lambda result: self._on_result(result, layer, model_path))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("loading model …")
+        self._update_buttons()
+        worker.start()
+        return True
+
+    def cancel(self) -> None:
+        if self._busy():
+            self._cancel.set()
+            self.progress.setFormat("cancelling …")
+
+    def _on_error(self, exc: BaseException) -> None:
+        notify_error(f"segmentation failed: {error_text(exc)}")
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+        if self._cancel.is_set():
+            self.progress.setValue(0)
+            self.progress.setFormat("cancelled")
+        self._update_buttons()
+
+    def _on_result(self, result: Optional[dict[str, Any]], layer, model_path: Path) -> None:
+        if result is None:  # cancelled
+            return
+        labels = result["labels"]
+        meta = {"affine": layer_affine(layer), "l2s_model": str(model_path)}
+        for key in ("source_path", "header"):
+            if key in (layer.metadata or {}):
+                meta[key if key != "source_path" else "segmented_from"] = layer.metadata[key]
+        self.result_layer = upsert(self.viewer, f"segment_{layer.name}", "labels", labels,
+                                   name=f"{layer.name} segmentation", scale=list(layer.scale),
+                                   translate=list(layer.translate), metadata=meta, opacity=0.5)
+        self._names = result.get("names", {})
+        self.volumes = result["volumes"]
+        self._fill_table()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat("done")
+        self._update_buttons()
+
+    def _fill_table(self) -> None:
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(0)
+        total = 0.0
+        for value, (count, mm3) in sorted(self.volumes.items()):
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            for col, item in enumerate((value, self._names.get(value, f"label {value}"), count, mm3)):
+                cell = QTableWidgetItem()
+                if isinstance(item, (int, float)):
+                    cell.setData(Qt.ItemDataRole.DisplayRole, round(item, 1) if isinstance(item, float) else item)
+                    cell.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                else:
+                    cell.setText(str(item))
+                self.table.setItem(row, col, cell)
+            total += mm3
+        self.table.setSortingEnabled(True)
+        self.total_label.setText(f"total labelled volume: {total / 1000:.1f} cm³ ({len(self.volumes)} labels)")
+
+    # ------------------------------------------------------------------------------------ save
+    def _save_labels_dialog(self) -> None:
+        if self.result_layer is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", f"{self.result_layer.name}.nii.gz",
+                                              "NIfTI (*.nii.gz *.nii);;MGZ (*.mgz)")
+        if path:
+            self.save_labels(path)
+
+    def save_labels(self, path: str | Path) -> Optional[str]:
+        layer = self.result_layer
+        if layer is None:
+            return None
+        try:
+            source = (layer.metadata or {}).get("segmented_from")
+            if source and Path(path).resolve() == Path(source).resolve():
+                raise ValueError(f"{path}: is the input scan; choose another file (inputs are never overwritten)")
+            out = write_volume(path, np.asarray(layer.data), layer_affine(layer),
+                               header=(layer.metadata or {}).get("header"))
+        except Exception as exc:  # noqa: BLE001
+            notify_error(error_text(exc))
+            return None
+        notify_info(f"labels saved to {out}")
+        return out
+
+    def _save_csv_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save volumes", "volumes.csv", "CSV (*.csv)")
+        if path:
+            self.save_csv(path)
+
+    def save_csv(self, path: str | Path) -> Optional[str]:
+        try:
+            with open(path, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["label", "name", "voxels", "volume_mm3"])
+                for value, (count, mm3) in sorted(self.volumes.items()):
+                    writer.writerow([value, self._names.get(value, f"label {value}"), count, f"{mm3:.3f}"])
+        except OSError as exc:
+            notify_error(f"{path}: cannot write ({exc})")
+            return None
+        return str(path)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.cancel()
+        super().closeEvent(event)
+
+
+def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, device: str,
+                     progress=None, cancelled=None) -> Optional[dict[str, Any]]:
+    """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread).
+
+    Returns {"labels": original label values on the image's grid, "volumes": {value: (voxels, mm3)},
+    "names": {value: name}} or None when cancelled.
+    """
+    import torch
+
+    from l2s_gui.device import resolve_device
+    from l2s_gui.io import Volume
+    from l2s_gui.model_io import load_model
+    from l2s_gui.segment import segment_volume
+
+    dev = resolve_device(device, key="device")
+    model = load_model(model_path, dev)
+    squeeze = data.ndim == 2
+    volume = Volume(np.asarray(data, dtype=np.float32)[..., None] if squeeze else np.asarray(data, np.float32),
+                    np.asarray(affine, float), None, None)
+    try:
+        result = segment_volume(model, volume, dev, progress=progress, cancelled=cancelled)
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    if result is None or (cancelled is not None and cancelled()):
+        return None
+    labels = np.asarray(getattr(result, "data", result))
+    if squeeze and labels.ndim == 3:
+        labels = labels[..., 0]
+    labels = labels.astype(np.int32 if labels.max(initial=0) > 255 else np.uint8, copy=False) \
+        if labels.dtype.kind in "iu" else labels.astype(np.int32)
+    names = {}
+    for value in model.table.values:
+        try:
+            names[int(value)] = model.table.name_of(value)
+        except (ValueError, IndexError):
+            pass
+    return {"labels": labels, "volumes": label_volumes(labels, affine), "names": names}
