@@ -136,8 +136,9 @@ def cmd_train(args) -> int:
     config_dir = Path(args.config).resolve().parent
     config = Config.from_dict(_absolute_data_paths(apply_overrides(data, overrides), config_dir))
     run = RunFolder(args.run_dir)
+    run.check_can_create(args.overwrite)
+    trainer = Trainer(config, run=run)  # loads and checks the data before anything is written
     run.create(config, overwrite=args.overwrite)
-    trainer = Trainer(config, run=run)
     return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
 
 
@@ -227,9 +228,11 @@ def cmd_demo(args) -> int:
         data.setdefault("training", {})["device"] = args.device
     config = Config.from_dict(data)
     run = RunFolder(run_dir)
+    run.check_can_create(args.overwrite)
+    trainer = Trainer(config, run=run)
     run.create(config, overwrite=args.overwrite)
     print(f"l2s demo: training on the built-in sample (MNI152 T1 from nilearn) in {run_dir}", file=sys.stderr)
-    code = _finish(consume(Trainer(config, run=run).run()), run_dir)
+    code = _finish(consume(trainer.run()), run_dir)
     if code:
         return code
     scan = sample_paths(out / "data")["scan"]

@@ -91,8 +91,8 @@ class RunFolder:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
-    def create(self, config: Config, overwrite: bool = False) -> None:
-        """Start a new run folder; refuse a non-empty folder unless ``overwrite``."""
+    def check_can_create(self, overwrite: bool = False) -> None:
+        """Raise OutputExistsError if :meth:`create` would refuse this folder."""
         if self.path.exists() and not self.path.is_dir():
             raise OutputExistsError(f"{self.path}: exists and is not a folder; choose another run folder")
         if self.path.is_dir() and any(self.path.iterdir()):
@@ -100,7 +100,13 @@ class RunFolder:
                 raise OutputExistsError(
                     f"{self.path}: run folder already exists and is not empty; use `l2s resume {self.path}` "
                     f"to continue it, another -o folder, or --overwrite to start it anew")
-            for name in ("metrics.jsonl", "state.json", "control.json", "model.safetensors", "config.yaml"):
+
+    def create(self, config: Config, overwrite: bool = False) -> None:
+        """Start a new run folder; refuse a non-empty folder unless ``overwrite``."""
+        self.check_can_create(overwrite)
+        if self.path.is_dir() and any(self.path.iterdir()):
+            for name in ("metrics.jsonl", "state.json", "control.json", "model.safetensors", "model.json", "config.yaml",
+                         "error.log"):
                 (self.path / name).unlink(missing_ok=True)
             for name in ("previews", "checkpoints"):
                 shutil.rmtree(self.path / name, ignore_errors=True)

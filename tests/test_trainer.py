@@ -3,14 +3,11 @@ stop/pause control, events and the run folder."""
 
 from __future__ import annotations
 
-import json
 import threading
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from l2s_gui.config import Config
 from l2s_gui.events import CheckpointEvent, DoneEvent, PreviewEvent, StartEvent, StepEvent, ValidationEvent
@@ -18,36 +15,7 @@ from l2s_gui.model_io import load_model
 from l2s_gui.runs import RunFolder
 from l2s_gui.trainer import Trainer
 
-VALUES = [0, 2, 3, 4, 17]
-
-
-def blob_labels(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn((1, 4) + tuple(max(s // 4, 2) for s in shape), generator=g)
-    up = F.interpolate(noise, size=shape, mode="trilinear", align_corners=True)[0]
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    inside = sum(c ** 2 for c in grid) < 0.8
-    return np.where(inside, np.array(VALUES)[up.argmax(0).numpy() + 1], 0).astype(np.int32)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "maps").mkdir()
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        lab = blob_labels((24, 24, 24), i)
-        nib.save(nib.Nifti1Image(lab, affine), root / "maps" / f"map{i}.nii.gz")
-    for i in range(3):
-        lab = blob_labels((24, 24, 24), 10 + i)
-        means = {0: 0.0, 2: 0.8, 3: 0.5, 4: 0.2, 17: 0.6}
-        img = np.vectorize(means.get)(lab).astype(np.float32) + 0.05 * rng.standard_normal(lab.shape).astype(np.float32)
-        nib.save(nib.Nifti1Image(img, affine), root / "images" / f"s{i}.nii.gz")
-        nib.save(nib.Nifti1Image(lab, affine), root / "labels" / f"s{i}.nii.gz")
-    return root
+from helpers import VALUES, blob_labels  # noqa: F401  (the `dataset` fixture is in conftest.py)
 
 
 def make_config(dataset, **sections) -> Config:
