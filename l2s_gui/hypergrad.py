@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 Params = dict[str, Tensor]
+_V_FLOOR = 1e-30
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -63,7 +64,10 @@ class InnerOptimizer:
             g = grads[k]
             m = (1 - b1) * g if k not in self.m else b1 * self.m[k] + (1 - b1) * g
             v = (1 - b2) * g * g if k not in self.v else b2 * self.v[k] + (1 - b2) * g * g
-            out[k] = p - self.lr * (m / bc1) / (torch.sqrt(v / bc2) + self.eps)
+            # sqrt of v clamped at a tiny floor: where g = 0 and v_prev = 0 (dead ReLU units) the
+            # plain sqrt has an infinite derivative and the tangent / double backward give NaN; the
+            # floor (<< eps) leaves the values unchanged and gives the derivative's true limit there
+            out[k] = p - self.lr * (m / bc1) / (torch.sqrt((v / bc2).clamp_min(_V_FLOOR)) + self.eps)
         return out
 
     def tangent(self, params: Params, grads: Params, direction: Params) -> Params:

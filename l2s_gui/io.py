@@ -28,6 +28,12 @@ _SUFFIX_TEXT = ".nii, .nii.gz or .mgz"
 AFFINE_TOLERANCE_MM = 1e-3
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def volume_suffix(path: str | Path) -> str | None:
     """The supported suffix of ``path`` ('.nii.gz', '.nii', '.mgz', '.mgh'), or None."""
     name = Path(path).name.lower()
@@ -259,6 +265,9 @@ def _build_image(data: np.ndarray, like: Volume, suffix: str):
         qcode, scode = int(hdr_like["qform_code"]), int(hdr_like["sform_code"])
         if qcode == 0 and scode == 0:
             qcode = scode = 1
+        space, time = img.header.get_xyzt_units()
+        if space == "unknown":  # read as mm everywhere; say so
+            img.header.set_xyzt_units("mm", time)
     else:  # from MGZ or an array: the affine is the scanner geometry
         qcode = scode = 1
         img.header.set_xyzt_units("mm", "sec")
@@ -293,6 +302,7 @@ def save_volume(path: str | Path, data: np.ndarray, like: Volume, overwrite: boo
         raise InputError(f"{path}: cannot write here ({_first_line(exc)})") from None
     try:
         nib.save(img, tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
         os.replace(tmp, path)
     except OSError as exc:
         raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 import pyqtgraph as pg
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 # Distinguishable on dark and light backgrounds (Okabe-Ito, minus black/yellow).
@@ -52,11 +53,20 @@ class _Series:
 
 
 class TrainingPlots(QWidget):
-    """Three plots side by side; feed them run-folder events (JSON dicts) with :meth:`add_events`."""
+    """Three plots side by side; feed them run-folder events (JSON dicts) with :meth:`add_events`.
 
-    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark"):
+    Curves are redrawn at most every ``min_interval_ms`` (a pyqtgraph repaint plus the window
+    composite costs tens of milliseconds in software OpenGL; once a second is plenty for a human).
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark", min_interval_ms: int = 1000):
         super().__init__(parent)
         pg.setConfigOptions(antialias=True)
+        self._throttle = QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.setInterval(min_interval_ms)
+        self._throttle.timeout.connect(self._flush)
+        self._dirty = False
         self.graphics = pg.GraphicsLayoutWidget()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -75,7 +85,12 @@ class TrainingPlots(QWidget):
         self.curves: dict[str, Any] = {}
         self._colors = theme_colors(theme)
         self.set_theme(theme)
-        self.setMinimumHeight(180)
+        self.setMinimumHeight(150)
+
+    def sizeHint(self):  # noqa: N802 - Qt API: a modest strip under the canvas
+        from qtpy.QtCore import QSize
+
+        return QSize(900, 210)
 
     @property
     def plots(self):
@@ -110,6 +125,7 @@ class TrainingPlots(QWidget):
 
     # data
     def clear(self) -> None:
+        self._dirty = False
         for plot in self.plots:
             plot.clear()
             if plot.legend is not None:
@@ -141,7 +157,21 @@ class TrainingPlots(QWidget):
                     self._add(f"dice_{label}", step, value)
                 touched = True
         if touched:
+            self._dirty = True
+            if not self._throttle.isActive():
+                self._flush()  # draw now, then at most once per interval
+
+    def _flush(self) -> None:
+        if self._dirty:
+            self._dirty = False
             self._refresh()
+            self._throttle.start()
+
+    def flush(self) -> None:
+        """Draw pending data now (tests, screenshots)."""
+        self._throttle.stop()
+        self._dirty = True
+        self._flush()
 
     def _plot_for(self, key: str):
         if key.startswith("loss"):

@@ -14,8 +14,8 @@ from ._layers import find_role, other_layers_extent, upsert
 
 TILES = [
     # role, title, column
-    ("synthetic", "synthetic (SynthSeg)", 0),
-    ("augmented", "learned augmentation A_θ", 1),
+    ("synthetic", "synthetic", 0),
+    ("augmented", "learned A_θ", 1),
     ("real", "real + prediction", 2),
 ]
 GAP = 0.08  # fraction of the tile width between tiles
@@ -26,6 +26,27 @@ def display_array(a: np.ndarray, rotate: bool) -> np.ndarray:
     if a.ndim > 2:  # defensive: a 3D preview -> its middle slice
         a = np.take(a, a.shape[0] // 2, axis=0)
     return np.ascontiguousarray(np.rot90(a)) if rotate else a
+
+
+def _title_color(viewer) -> str:
+    """White on a dark canvas, black on a light one (the napari theme's canvas colour)."""
+    try:
+        from napari.utils.theme import get_system_theme, get_theme
+
+        name = str(viewer.theme)
+        theme = get_theme(get_system_theme() if name == "system" else name)
+        r, g, b = theme.canvas.as_rgb_tuple()[:3]
+        return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
+    except Exception:  # noqa: BLE001
+        return "white"
+
+
+def tile_titles(viewer, role: str, positions: list[list[float]], titles: list[str]) -> None:
+    """A text-only Points layer: ``titles[i]`` just above ``positions[i]`` (2D world coordinates)."""
+    upsert(viewer, role, "points", np.asarray(positions, float), name=f"L2S {role.replace('_', ' ')}",
+           features={"title": list(titles)}, size=0.1, face_color="transparent", border_width=0,
+           text={"string": "{title}", "anchor": "upper_left", "color": _title_color(viewer), "size": 10,
+                 "translation": [0, 0]})
 
 
 class PreviewLayers:
@@ -79,22 +100,18 @@ class PreviewLayers:
         return True
 
     def _titles(self, shape: tuple[int, int]) -> None:
-        points, texts = [], []
-        step_text = f" · step {self.step}" if self.step is not None else ""
+        """Static tile titles (a text-only Points layer); the step goes to the canvas text overlay,
+        which is far cheaper to update than layer data."""
+        points = []
         for role, title, column in TILES:
             y, x = self._tile_translate(column, shape)
-            points.append([y - 0.5, x + shape[1] / 2])
-            texts.append(title + (step_text if column == 0 else ""))
-        layer = find_role(self.viewer, "preview_titles")
-        if layer is not None:
-            layer.data = np.asarray(points, float)
-            layer.features = {"title": texts}
-            layer.text.refresh(layer.features) if hasattr(layer.text, "refresh") else None
-            return
-        upsert(self.viewer, "preview_titles", "points", np.asarray(points, float), name="L2S titles",
-               features={"title": texts}, size=0.1, face_color="transparent", border_width=0,
-               text={"string": "{title}", "anchor": "lower_left", "color": "white", "size": 11,
-                     "translation": [-2, -shape[1] / 2]})
+            points.append([y - 1.0, x])
+        tile_titles(self.viewer, "preview_titles", points, [title for _r, title, _c in TILES])
+        overlay = getattr(self.viewer, "text_overlay", None)
+        if overlay is not None and self.step is not None:
+            overlay.text = f"Learn2Synth preview · step {self.step}"
+            if not overlay.visible:
+                overlay.visible = True
 
     def layers(self) -> list:
         out = []

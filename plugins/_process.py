@@ -20,6 +20,8 @@ from qtpy.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 from l2s_gui.runs import RunFolder
 
 STOP_GRACE_MS = 8000
+NICE = int(os.environ.get("L2S_GUI_TRAINING_NICE", "10"))
+"""CPU priority decrease of the training process (POSIX): the GUI gets the CPU first when it needs it."""
 INTERRUPT_GRACE_MS = 4000
 
 
@@ -74,7 +76,7 @@ class TrainingProcess(QObject):
         proc.errorOccurred.connect(self._on_error)
         proc.setWorkingDirectory(str(self.run_dir.parent if self.run_dir.parent.is_dir() else Path.cwd()))
         self._proc = proc
-        proc.start(sys.executable, ["-m", "l2s_gui.cli", *args])
+        proc.start(sys.executable, ["-m", "l2s_napari._launch", "--nice", str(NICE), "--", *args])
         self.started.emit()
 
     def _read_output(self) -> None:
@@ -106,7 +108,7 @@ class TrainingProcess(QObject):
         crashed = status == QProcess.ExitStatus.CrashExit
         self._proc = None
         proc.deleteLater()
-        self.finished.emit(int(code) if not crashed or code else -1, self.stderr_tail())
+        self.finished.emit(-1 if crashed else int(code), self.stderr_tail())
 
     # stop
     def request_stop(self) -> None:

@@ -228,9 +228,12 @@ class SegmentWidget(QWidget):
             self.model_info.setText(f"<span style='color:#e06c75'>{error_text(exc)}</span>")
 
     def _on_progress(self, done: int, total: int) -> None:
+        # no synchronous repaint per slice (QProgressBar.setValue repaints at once otherwise)
+        self.progress.setUpdatesEnabled(False)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
-        self.progress.setFormat(f"{done}/{total}")
+        self.progress.setFormat(f"segmenting … {100 * done // max(total, 1)}%")
+        self.progress.setUpdatesEnabled(True)
 
     # ------------------------------------------------------------------------------------ run
     def segment(self) -> bool:
@@ -258,18 +261,21 @@ class SegmentWidget(QWidget):
 
         from napari.qt.threading import thread_worker
 
-        @thread_worker
+        source = (layer.metadata or {}).get("source_path") or f"layer '{layer.name}'"
+
+        @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
             return run_segmentation(model_path, data, affine, device,
                                     progress=lambda d, t: progress.emit(int(d), int(t)),
-                                    cancelled=cancel.is_set)
+                                    cancelled=cancel.is_set, source=source)
 
         worker = work()
         worker.returned.connect(lambda result: self._on_result(result, layer, model_path))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker = worker
-        self.progress.setRange(0, 0)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         self.progress.setFormat("loading model …")
         self._update_buttons()
         worker.start()
@@ -285,8 +291,6 @@ class SegmentWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
         if self._cancel.is_set():
             self.progress.setValue(0)
             self.progress.setFormat("cancelled")
@@ -378,40 +382,43 @@ class SegmentWidget(QWidget):
 
 
 def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, device: str,
-                     progress=None, cancelled=None) -> Optional[dict[str, Any]]:
+                     progress=None, cancelled=None, source: Optional[str] = None) -> Optional[dict[str, Any]]:
     """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread).
 
-    Returns {"labels": original label values on the image's grid, "volumes": {value: (voxels, mm3)},
-    "names": {value: name}} or None when cancelled.
+    Returns {"labels": original label values on the image's grid, "volumes": {value: (voxels, mm3)}
+    for every label of the model (0 when absent), "names": {value: name}} or None when cancelled.
     """
     import torch
 
     from l2s_gui.device import resolve_device
     from l2s_gui.io import Volume
     from l2s_gui.model_io import load_model
-    from l2s_gui.segment import segment_volume
+    from l2s_gui.segment import SegmentationCancelled, label_volumes_mm3, segment_volume
 
     dev = resolve_device(device, key="device")
     model = load_model(model_path, dev)
     squeeze = data.ndim == 2
-    volume = Volume(np.asarray(data, dtype=np.float32)[..., None] if squeeze else np.asarray(data, np.float32),
-                    np.asarray(affine, float), None, None)
+    array = np.asarray(data, dtype=np.float32)
+    volume = Volume(array[..., None] if squeeze else array, np.asarray(affine, float), None,
+                    Path(source) if source else None)
+    report = (lambda fraction: progress(int(round(1000 * fraction)), 1000)) if progress else None
     try:
-        result = segment_volume(model, volume, dev, progress=progress, cancelled=cancelled)
+        labels = segment_volume(model, volume, dev, progress=report, cancelled=cancelled)
+    except SegmentationCancelled:
+        return None
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    if result is None or (cancelled is not None and cancelled()):
-        return None
-    labels = np.asarray(getattr(result, "data", result))
+    labels = np.asarray(labels)
     if squeeze and labels.ndim == 3:
         labels = labels[..., 0]
-    labels = labels.astype(np.int32 if labels.max(initial=0) > 255 else np.uint8, copy=False) \
-        if labels.dtype.kind in "iu" else labels.astype(np.int32)
-    names = {}
-    for value in model.table.values:
-        try:
-            names[int(value)] = model.table.name_of(value)
-        except (ValueError, IndexError):
-            pass
-    return {"labels": labels, "volumes": label_volumes(labels, affine), "names": names}
+    dtype = np.uint8 if labels.size and labels.max() <= 255 and labels.min() >= 0 else np.int32
+    labels = labels.astype(dtype, copy=False)
+    counts = label_volumes(labels, affine)
+    voxel = voxel_volume_mm3(affine)
+    volumes = {v: (int(round(mm3 / voxel)) if voxel else counts.get(v, (0, 0.0))[0], float(mm3))
+               for v, mm3 in label_volumes_mm3(labels, affine, model.table).items()}
+    for v, item in counts.items():  # values outside the table (should not happen) still show
+        volumes.setdefault(v, item)
+    names = {int(v): n for v, n in zip(model.table.values, model.table.names)}
+    return {"labels": labels, "volumes": volumes, "names": names}

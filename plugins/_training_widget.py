@@ -10,6 +10,7 @@ SIGINT and kill if the process does not exit in time.
 
 from __future__ import annotations
 
+import copy
 import math
 import socket
 import time
@@ -29,7 +30,7 @@ from ._common import (LayerCombo, SourceList, error_text, layer_is_label_like, n
 from ._geometry import layer_affine, safe_name, write_volume
 from ._layers import find_role, upsert
 from ._plots import TrainingPlots
-from ._previews import PreviewLayers
+from ._previews import PreviewLayers, tile_titles
 from ._process import TrainingProcess
 from ._watcher import RunWatcher, pid_alive
 
@@ -138,7 +139,7 @@ class TrainingWidget(QWidget):
         _INSTANCES.add(self)
         self.process = TrainingProcess(self)
         self.process.finished.connect(self._on_process_finished)
-        self.watcher = RunWatcher(self)
+        self.watcher = RunWatcher(self, interval_ms=500)
         self.watcher.events_arrived.connect(self._on_events)
         self.watcher.state_changed.connect(self._on_state)
         self.watcher.preview_arrived.connect(self._on_preview)
@@ -157,12 +158,11 @@ class TrainingWidget(QWidget):
         self._last_dice: Optional[float] = None
         self._pending_control: Optional[str] = None
         self._worker = None
+        self._base_config: dict[str, Any] = {}
         self.confirm_close_answer: Optional[bool] = None  # tests: answer the close question
         self._build()
         self._close_guard = _CloseGuard(self)
-        qt_window = getattr(getattr(napari_viewer, "window", None), "_qt_window", None)
-        if qt_window is not None:
-            qt_window.installEventFilter(self._close_guard)
+        self._guarded_window = None
         napari_viewer.events.theme.connect(self._on_theme)
         self._update_buttons()
 
@@ -401,6 +401,9 @@ class TrainingWidget(QWidget):
         self.hyper_every = _spin(1, 1000, 1)
         self.hyper_every.setToolTip("Take the hyper-step (real pass + θ update) every k-th iteration")
         form.addRow("hyper-step every", self.hyper_every)
+        self.hyper_start = _spin(0, 10_000_000, 0, 50)
+        self.hyper_start.setToolTip("Plain iterations (θ fixed) before the first hyper-step")
+        form.addRow("hyper-steps from step", self.hyper_start)
         self.seed = _spin(0, 2**31 - 1, 0)
         form.addRow("seed", self.seed)
         self.precision = _combo(["fp32", "bf16"], "fp32")
@@ -509,7 +512,7 @@ class TrainingWidget(QWidget):
                     resolved = "cpu"
             text = f"will run on <b>{resolved}</b>"
             if self.state.get("device"):
-                text += f" · last run: {self.state['device']}"
+                text = f"last run: <b>{self.state['device']}</b>"
         self.device_label.setText(text)
 
     def _update_model_fields(self, *_args) -> None:
@@ -626,7 +629,20 @@ class TrainingWidget(QWidget):
         return "; ".join(missing)
 
     def settings_dict(self) -> dict[str, Any]:
-        """The config mapping for the current settings (data paths filled by :meth:`start`)."""
+        """The config mapping for the current settings (data paths filled by :meth:`start`).
+
+        Settings the widget does not show (synthesis ranges, recovery, ...) come from the last config
+        loaded or opened, so they are kept."""
+        widget = self._widget_settings()
+        out: dict[str, Any] = {k: dict(v) if isinstance(v, dict) else v
+                               for k, v in copy.deepcopy(self._base_config).items()}
+        for section, values in widget.items():
+            out.setdefault(section, {}).update(values)
+        for key in ("label_maps", "real_images", "real_labels"):
+            out.get("data", {}).pop(key, None)
+        return out
+
+    def _widget_settings(self) -> dict[str, Any]:
         ndim = 3 if self.ndim_combo.currentText() == "3D" else 2
         patch = _ints(self.patch_edit.text(), "patch size") if self.patch_edit.text().strip() else []
         nodes = _ints(self.inu_nodes.text(), "INU nodes M_k")
@@ -645,7 +661,8 @@ class TrainingWidget(QWidget):
                          "lr_augmentation": float(self.lr_aug.value()),
                          "inner_optimizer": self.inner_opt.currentText(),
                          "hypergradient": self.hyper_mode.currentText(),
-                         "hyper_every": int(self.hyper_every.value()), "seed": int(self.seed.value()),
+                         "hyper_every": int(self.hyper_every.value()),
+                         "hyper_start": int(self.hyper_start.value()), "seed": int(self.seed.value()),
                          "device": self.device_combo.currentText(),
                          "precision": self.precision.currentText(),
                          "preview_every": int(self.preview_every.value()),
@@ -654,7 +671,9 @@ class TrainingWidget(QWidget):
         }
 
     def apply_settings(self, data: dict[str, Any]) -> None:
-        """Fill the widgets from a config mapping (unknown keys are ignored; paths become list entries)."""
+        """Fill the widgets from a config mapping (paths become list entries; settings without a widget
+        are kept for the next Start)."""
+        self._base_config = copy.deepcopy({k: v for k, v in data.items() if isinstance(v, dict)})
         d, a, n, t = (data.get(k) or {} for k in ("data", "augmentation", "network", "training"))
         setters = [
             (self.val_fraction.setValue, d.get("val_fraction")),
@@ -678,6 +697,7 @@ class TrainingWidget(QWidget):
             (self.inner_opt.setCurrentText, t.get("inner_optimizer")),
             (self.hyper_mode.setCurrentText, t.get("hypergradient")),
             (self.hyper_every.setValue, t.get("hyper_every")),
+            (self.hyper_start.setValue, t.get("hyper_start")),
             (self.seed.setValue, t.get("seed")),
             (self.precision.setCurrentText, t.get("precision")),
             (self.preview_every.setValue, t.get("preview_every")),
@@ -823,7 +843,7 @@ class TrainingWidget(QWidget):
         self._attach(run_dir)
         self.process.start(["train", str(config_path), "-o", str(run_dir), "--overwrite", "--quiet"], run_dir)
         self.status_label.setText(f"Starting training in {run_dir} …")
-        self.progress.setRange(0, 0)  # busy until the first step
+        self._set_waiting("starting…")
         self._update_buttons()
         return True
 
@@ -876,7 +896,7 @@ class TrainingWidget(QWidget):
         if not self.watcher.is_watching():
             self.watcher.watch(self.run_dir)
         self.status_label.setText(f"Resuming {self.run_dir} …")
-        self.progress.setRange(0, 0)
+        self._set_waiting("resuming…")
         self._update_buttons()
         return True
 
@@ -1047,7 +1067,12 @@ class TrainingWidget(QWidget):
         self.watcher.poll()
         status = self.state.get("status")
         if code != 0 and status != "error" and not (self.process.stopping and code in (-1, 130, 137, 143, 9, 15)):
-            message = self._error_from_tail(tail) or f"the training process exited with code {code}"
+            message = self._error_from_tail(tail)
+            if code < 0 or code in (137, 9):
+                message = ("the training process was killed (out of system memory?)"
+                           + (f": {message}" if message else ""))
+            elif not message:
+                message = f"the training process exited with code {code}"
             if self._reported_error_for != str(self.run_dir):
                 self._reported_error_for = str(self.run_dir)
                 notify_error(f"training failed: {message}")
@@ -1085,7 +1110,7 @@ class TrainingWidget(QWidget):
             self.progress.setValue(min(step, total))
             self.progress.setUpdatesEnabled(True)
         elif status in ACTIVE or self.process.is_running():
-            self.progress.setRange(0, 0)
+            self._set_waiting("starting…")
         rate = self._it_per_s
         eta = (total - step) / rate if rate > 0 and total else float("nan")
         if status == "running" or (self.process.is_running() and status is None):
@@ -1108,6 +1133,13 @@ class TrainingWidget(QWidget):
             parts.append(f"<span style='color:#e06c75'>{self.state['message']}</span>")
         if parts:
             self.status_label.setText(" · ".join(parts))
+
+    def _set_waiting(self, text: str) -> None:
+        """An empty bar with a text (not Qt's busy animation: it repaints the window continuously,
+        which costs a lot of CPU next to napari's OpenGL canvas)."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat(text)
 
     def _update_buttons(self, *_args) -> None:
         status = self.state.get("status")
@@ -1212,7 +1244,7 @@ class TrainingWidget(QWidget):
 
         from . import _inspect
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
             if what == "components":
                 return _inspect.components(model, image, seed=seed, normalized=normalized)
@@ -1275,6 +1307,7 @@ class TrainingWidget(QWidget):
                 return [origin[0], origin[1] + k * width * 1.08]
         if what == "components":
             shown = 0
+            titles: list = []
             for k, (key, title, cmap) in enumerate((("augmented", "A_θ draw", "gray"),
                                                     ("inu_field", "INU field", "magma"),
                                                     ("noise", "noise", "twilight_shifted"),
@@ -1291,7 +1324,11 @@ class TrainingWidget(QWidget):
                     limits = [-m, m]
                 upsert(self.viewer, f"inspect_{key}", "image", arr, name=f"L2S {title}", scale=scale,
                        translate=place(shown), colormap=cmap, contrast_limits=limits, metadata=meta)
+                titles.append((place(shown), title))
                 shown += 1
+            if layer is None:
+                tile_titles(self.viewer, "inspect_titles", [[y - 1.0, x] for (y, x), _t in titles],
+                            [t for _p, t in titles])
             self.inspect_status.setText(f"one draw at θ: {desc}")
         else:
             tiles = [prep(a) for a in result]
@@ -1325,7 +1362,7 @@ class TrainingWidget(QWidget):
         data = np.asarray(layer.data)
         seed = int(self.inspect_seed.value())
 
-        @thread_worker
+        @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
             return apply_to_volume(model, data, seed=seed)
 
@@ -1347,6 +1384,14 @@ class TrainingWidget(QWidget):
         worker.start()
 
     # ------------------------------------------------------------------------------------ teardown
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        # once docked, watch napari's main window (our top-level window) for its close event
+        window = self.window()
+        if window is not None and window is not self and window is not self._guarded_window:
+            window.installEventFilter(self._close_guard)
+            self._guarded_window = window
+        super().showEvent(event)
+
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.shutdown()
         super().closeEvent(event)

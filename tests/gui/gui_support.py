@@ -26,8 +26,9 @@ NO_GUI = _why_no_gui()
 
 
 def make_volumes(folder: Path, n: int = 3, shape=(32, 40, 36), seed: int = 0,
-                 affine: np.ndarray | None = None) -> list[tuple[Path, Path]]:
-    """Small synthetic 'brains' (nested ellipsoids, labels 0..3) as NIfTI scan/label pairs."""
+                 affine: np.ndarray | None = None, values=(1, 2, 3)) -> list[tuple[Path, Path]]:
+    """Small synthetic 'brains' (nested ellipsoids, labels 0 and ``values`` from the centre out) as
+    NIfTI scan/label pairs."""
     import nibabel as nib
 
     rng = np.random.default_rng(seed)
@@ -46,6 +47,7 @@ def make_volumes(folder: Path, n: int = 3, shape=(32, 40, 36), seed: int = 0,
         lab[r < 0.4] = 1
         img = np.choose(lab, [0.02, 0.8, 0.55, 0.3]).astype(np.float32)
         img = (img + rng.normal(0, 0.03, shape).astype(np.float32)) * 100
+        lab = np.asarray([0, *values], np.int16)[lab]
         lp, sp = folder / f"sub{i}_labels.nii.gz", folder / f"sub{i}_T1.nii.gz"
         nib.save(nib.Nifti1Image(lab, affine), lp)
         nib.save(nib.Nifti1Image(img, affine), sp)
@@ -55,13 +57,13 @@ def make_volumes(folder: Path, n: int = 3, shape=(32, 40, 36), seed: int = 0,
 
 
 
-def train_tiny_model(folder: Path, steps: int = 6, ndim: int = 2) -> Path:
+def train_tiny_model(folder: Path, steps: int = 6, ndim: int = 2, **volume_kwargs) -> Path:
     """Train a tiny CPU model with the CLI (a few seconds); returns the run folder."""
     import subprocess
 
     import yaml
 
-    pairs = make_volumes(folder / "data")
+    pairs = make_volumes(folder / "data", **volume_kwargs)
     config = {
         "data": {"label_maps": [str(p[1]) for p in pairs[:2]], "real_images": [str(p[0]) for p in pairs],
                  "real_labels": [str(p[1]) for p in pairs], "batch_size": 2, "ndim": ndim,

@@ -210,3 +210,20 @@ def test_close_during_training_stops_cleanly(qtbot, loaded, tmp_path, errors):
     assert time.perf_counter() - t0 < 15
     assert _state(run_dir).get("status") == "stopped"
     assert (run_dir / "model.safetensors").is_file()
+
+
+def test_crashed_process_is_reported(qtbot, loaded, tmp_path, errors):
+    """A training process that dies (e.g. the kernel's out-of-memory killer) -> a notification."""
+    import os
+    import signal
+
+    viewer, widget, layers = loaded
+    widget.add_pair(layers["sub0_T1"], layers["sub0_labels"])
+    _tiny(widget, tmp_path / "crash")
+    assert widget.start()
+    qtbot.waitUntil(lambda: widget._step >= 2, timeout=TIMEOUT_MS)
+    os.kill(widget.process.pid(), signal.SIGKILL)
+    qtbot.waitUntil(lambda: not widget.process.is_running(), timeout=TIMEOUT_MS)
+    assert errors and "killed" in errors[-1]
+    assert widget.start_button.isEnabled() and not widget.stop_button.isEnabled()
+    viewer.add_points(np.zeros((1, 3)))  # viewer still usable

@@ -1,0 +1,324 @@
+"""Shared machinery of the recovery experiments: experiment configs, run specs, one training run
+(Trainer events -> theta history, weights, test Dice) and the fixed corrupted test sets.
+
+A *run* is one training of the segmentation network (Learn2Synth "L", naive SynthSeg "N" or
+SynthSeg retrained at the learned parameters "O"). Its spec is a JSON-able dict; the run folder is
+``<out>/runs/<name>-<hash of the spec>`` so that an identical run (e.g. the N baselines shared by the
+noise+INU and nonparametric experiments) is trained once and a rerun resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from l2s_gui.augment.base import Augmentation, rand, randn
+from l2s_gui.augment.inu import IntensityNonUniformity
+from l2s_gui.config import Config, DataConfig, RecoveryConfig
+from l2s_gui.data import TrainingData
+from l2s_gui.events import StepEvent, ValidationEvent
+from l2s_gui.losses import hard_dice
+from l2s_gui.recovery import PresetCorruption
+from l2s_gui.synthesis import build_generator
+from l2s_gui.trainer import Trainer
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_LABEL_MAPS = (REPO / ".." / "shared" / "data" / "label_maps").resolve()
+EXPERIMENTS = ["noise_only", "noise_inu", "nonparametric"]
+MODES = ["quick", "cpu", "full"]
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base`` (mappings recursively; lists and scalars replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_experiment(name: str, mode: str) -> dict:
+    """The experiment config ``configs/<name>.yaml`` (with its ``inherit`` chain) for ``mode``."""
+    def read(path: Path) -> dict:
+        data = yaml.safe_load(path.read_text()) or {}
+        parent = data.pop("inherit", None)
+        return deep_merge(read(path.parent / parent), data) if parent else data
+
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"unknown experiment {name!r}: no {path}")
+    cfg = read(path)
+    modes = cfg.pop("modes", {})
+    if mode not in modes:
+        raise SystemExit(f"experiment {name}: no mode {mode!r} (have {', '.join(modes)})")
+    cfg = deep_merge(cfg, modes[mode])
+    cfg["mode"] = mode
+    keep = cfg.get("preset_names")
+    if keep:
+        cfg["presets"] = [p for p in cfg["presets"] if p["name"] in keep]
+        cfg["extra_presets"] = [p for p in cfg.get("extra_presets", []) if p["name"] in keep]
+    return cfg
+
+
+def preset_recovery(preset: dict, nodes: list[int]) -> dict:
+    """The ``recovery`` config section of a preset ({sigma | sigma_range, inu_c})."""
+    rec = {"enabled": True, "sigma": float(preset.get("sigma", 0.0)),
+           "sigma_range": [float(v) for v in preset.get("sigma_range", [])],
+           "inu_c": [float(v) for v in preset.get("inu_c", [])], "inu_nodes": list(nodes)}
+    return rec
+
+
+def preset_sigma_value(preset: dict) -> float:
+    """A number to compare a learned sigma with (the mid-range for a U[low, high] preset)."""
+    if preset.get("sigma_range"):
+        lo, hi = preset["sigma_range"]
+        return 0.5 * (lo + hi)
+    return float(preset.get("sigma", 0.0))
+
+
+def spec_id(spec: dict) -> str:
+    text = json.dumps({k: v for k, v in spec.items() if k not in ("name", "label")}, sort_keys=True)
+    return f"{spec['name']}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+
+
+# ---------------------------------------------------------------------------------------------- augmentations
+class PresetAugmentation(Augmentation):
+    """The "real" corruption as a fixed (non-learnable) augmentation, for naive SynthSeg at a preset
+    whose sigma is drawn per image from U[low, high] (which the learnable eq. 8 noise cannot
+    express). Draws: INU node values, eps, and u ~ U(0, 1) per image; forward is deterministic."""
+
+    def __init__(self, rec: RecoveryConfig):
+        super().__init__()
+        c = list(rec.inu_c)
+        self.inu = IntensityNonUniformity(rec.inu_nodes[:len(c)], c, max(2.0, max(c))) if c else None
+        if self.inu is not None:
+            self.inu.requires_grad_(False)
+        self.sigma = float(rec.sigma)
+        self.sigma_range = [float(v) for v in rec.sigma_range]
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        draw = self.inu.sample(x, generator) if self.inu is not None else {}
+        draw["eps"] = randn(x.shape, generator, x)
+        draw["u"] = rand((x.shape[0],) + (1,) * (x.dim() - 1), generator, x)
+        return draw
+
+    def forward(self, x: Tensor, draw: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+        if self.inu is not None:
+            x = self.inu(x, draw)
+        if self.sigma_range:
+            lo, hi = self.sigma_range
+            sigma = lo + (hi - lo) * draw["u"]
+        else:
+            sigma = self.sigma
+        return x + sigma * draw["eps"]
+
+    def theta(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.inu is not None:
+            out.update(self.inu.theta())
+        out["sigma"] = 0.5 * sum(self.sigma_range) if self.sigma_range else self.sigma
+        return out
+
+
+@torch.no_grad()
+def set_theta(aug: torch.nn.Module, theta: dict) -> None:
+    """Set sigma and/or c of a parametric augmentation (after construction, before training)."""
+    noise = getattr(aug, "noise", None)
+    inu = getattr(aug, "inu", None)
+    if "sigma" in theta and noise is not None:
+        noise.sigma.fill_(float(theta["sigma"]))
+    if "c" in theta and inu is not None:
+        inu.c.copy_(torch.tensor([float(v) for v in theta["c"]], dtype=inu.c.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- data
+def split_maps(files: list[Path], test_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(training maps, held-out test maps): a seeded permutation; at least one of each."""
+    files = sorted(files)
+    n = len(files)
+    if n < 2:
+        raise SystemExit(f"need at least 2 label maps (training and test), found {n}")
+    n_test = min(max(int(round(test_fraction * n)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    test = sorted(files[i] for i in perm[:n_test])
+    train = sorted(files[i] for i in perm[n_test:])
+    return train, test
+
+
+def common_shape(files: list[Path], slice_axis: int, multiple: int) -> list[int]:
+    """The 2D slice shape holding every map's slices, rounded up to ``multiple``."""
+    import nibabel as nib
+    shapes = [nib.load(str(f)).shape for f in files]
+    dims = [d for d in range(3) if d != slice_axis]
+    return [int(math.ceil(max(s[d] for s in shapes) / multiple) * multiple) for d in dims]
+
+
+@torch.no_grad()
+def build_test_sets(cfg: Config, test_files: list[str], presets: list[dict], n_images: int, seed: int,
+                    device: torch.device) -> tuple[dict[str, tuple[Tensor, Tensor]], int]:
+    """Fixed test sets, one per preset: the same clean synthetic images (held-out label maps,
+    SynthSeg generator with the run's synthesis settings) corrupted with each preset."""
+    dcfg = DataConfig(label_maps=list(test_files), label_table=cfg.data.label_table, ndim=cfg.data.ndim,
+                      slice_axis=cfg.data.slice_axis, patch_size=list(cfg.data.patch_size), batch_size=1)
+    data = TrainingData.from_config(dcfg, seed=seed, need_label_maps=True, need_real=False)
+    synth = build_generator(cfg.synthesis, data.n_classes, cfg.data.ndim).to(device)
+    g_data = torch.Generator().manual_seed(seed)
+    g_dev = torch.Generator(device=device).manual_seed(seed)
+    labels = data.sample_label_batch(n_images, g_data, device)
+    x, y = synth(labels, g_dev)
+    out = {}
+    for p in presets:
+        rec = RecoveryConfig(**preset_recovery(p, cfg.recovery.inu_nodes))
+        corr = PresetCorruption(rec).to(device)
+        g = torch.Generator(device=device).manual_seed(seed + 1)
+        out[p["name"]] = (corr(x, g), y)
+    return out, data.n_classes
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, images: Tensor, labels: Tensor, n_classes: int, batch: int = 16) -> dict:
+    """Hard Dice per foreground class (pooled over the set, as the trainer's validation) and mean."""
+    net.eval()
+    scores = torch.zeros(n_classes, dtype=torch.float64)
+    counts = torch.zeros(n_classes, dtype=torch.float64)
+    for s in range(0, images.shape[0], batch):
+        pred = net(images[s:s + batch]).argmax(1)
+        d = hard_dice(pred, labels[s:s + batch], n_classes).double().cpu()
+        ok = ~torch.isnan(d)
+        scores[ok] += d[ok] * pred.shape[0]
+        counts[ok] += pred.shape[0]
+    net.train()
+    per = {str(c): float(scores[c] / counts[c]) for c in range(1, n_classes) if counts[c] > 0}
+    return {"mean": float(np.mean(list(per.values()))) if per else float("nan"), "per_class": per}
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def _flatten_theta(theta: dict) -> dict[str, float]:
+    out = {}
+    for k, v in theta.items():
+        if isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                out[f"{k}{i + 1}"] = float(x)
+        else:
+            out[k] = float(v)
+    return out
+
+
+def train_run(spec: dict, runs_dir: str, threads: int = 0) -> dict:
+    """Train one run described by ``spec`` (see :func:`experiments.run.build_specs`); write
+    ``history.csv``, ``validation.csv``, ``net.safetensors``, ``aug.safetensors`` and ``result.json``
+    in its folder and return the result. A finished run (result.json present) is not retrained."""
+    folder = Path(runs_dir) / spec_id(spec)
+    result_path = folder / "result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps(spec, indent=1))
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train_run(spec, folder)
+    except Exception:
+        (folder / "error.log").write_text(traceback.format_exc())
+        raise
+
+
+def _train_run(spec: dict, folder: Path) -> dict:
+    cfg = Config.from_dict(spec["config"])
+    trainer = Trainer(cfg)
+    device = trainer.device
+    if spec.get("preset_aug"):
+        trainer.aug = PresetAugmentation(RecoveryConfig(**spec["preset_aug"])).to(device)
+    if spec.get("aug_state_from"):
+        state = load_file(str(Path(spec["aug_state_from"]) / "aug.safetensors"))
+        trainer.aug.load_state_dict(state)
+    if spec.get("theta"):
+        set_theta(trainer.aug, spec["theta"])
+    t = cfg.training
+    lr0 = t.lr_augmentation
+    final_frac = float(spec.get("lr_augmentation_final", 1.0))
+    history: list[dict] = []
+    validation: list[dict] = []
+    start = time.perf_counter()
+    for ev in trainer.run():
+        if isinstance(ev, StepEvent):
+            row = {"step": ev.step, "loss_synth": ev.loss_synth,
+                   "loss_real": "" if ev.loss_real is None else ev.loss_real}
+            row.update(_flatten_theta({k: v for k, v in ev.theta.items() if k in ("sigma", "c")}))
+            history.append(row)
+            # cosine decay of the augmentation learning rate over the hyper-steps (engine: constant)
+            if trainer.outer is not None and ev.step >= t.hyper_start and final_frac < 1.0:
+                frac = (ev.step - t.hyper_start) / max(t.steps - t.hyper_start, 1)
+                scale = final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+                for group in trainer.outer.param_groups:
+                    group["lr"] = lr0 * scale
+        elif isinstance(ev, ValidationEvent):
+            validation.append({"step": ev.step, "mean_dice": ev.mean_dice, **{f"dice_{k}": v for k, v in ev.dice.items()}})
+        elif getattr(ev, "kind", "") == "done" and ev.reason != "finished":
+            raise RuntimeError(f"run {spec['name']} ended with {ev.reason}: {ev.message}")
+    wall = time.perf_counter() - start
+
+    # learned theta: the final value and the mean over the last tail_fraction of the hyper-steps
+    keys = [k for k in history[-1] if k not in ("step", "loss_synth", "loss_real")] if history else []
+    final = {k: history[-1][k] for k in keys}
+    tail_n = max(1, int(round(float(spec.get("tail_fraction", 0.2)) * max(t.steps - t.hyper_start, 1))))
+    tail = history[-tail_n:]
+    tail_mean = {k: float(np.mean([r[k] for r in tail])) for k in keys}
+
+    # test Dice at every test preset
+    test = spec["test"]
+    sets, n_classes = build_test_sets(cfg, test["maps"], test["presets"], test["images"], test["seed"], device)
+    dice = {name: evaluate(trainer.net, x, y, n_classes) for name, (x, y) in sets.items()}
+
+    _write_csv(folder / "history.csv", history)
+    _write_csv(folder / "validation.csv", validation)
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()},
+              str(folder / "net.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.aug.state_dict().items()},
+              str(folder / "aug.safetensors"))
+    result = {"name": spec["name"], "label": spec.get("label", spec["name"]), "folder": str(folder),
+              "role": spec["role"], "preset": spec["preset"], "final": final, "learned": tail_mean,
+              "tail_steps": tail_n, "dice": dice, "wall_s": wall, "steps": t.steps,
+              "hyper_start": t.hyper_start, "device": str(device), "threads": torch.get_num_threads(),
+              "last_val_dice": validation[-1]["mean_dice"] if validation else None}
+    tmp = folder / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, folder / "result.json")
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        path.write_text("")
+        return
+    fields = list(rows[0])
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

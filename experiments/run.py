@@ -1,0 +1,224 @@
+"""Run the Learn2Synth synthetic-recovery experiments (Sec. 4.1, Tables 1-4).
+
+    python -m experiments.run noise_only --mode cpu --out runs/experiments
+    python -m experiments.run all --mode full --label-maps ../shared/data/label_maps --out runs/exp_gpu
+
+Experiments (configs in ``experiments/configs``):
+
+* ``noise_only``   Table 1 (learned sigma per preset) and Table 2 (Dice of N, L, O at every preset);
+* ``noise_inu``    Table 3 (learned sigma and c_1..c_3, K = 3 fields with M = 2, 4, 8, preset c = 0.5,
+                   plus an unequal-c run) and Table 4 upper block (Dice of N, L, O);
+* ``nonparametric`` Table 4 lower block: the residual augmentation (eq. 10-11 + eq. 9 noise) learned
+                   on the same noise + INU "real" images (N shared with ``noise_inu``).
+
+Modes: ``quick`` (tiny, for CI), ``cpu`` (what fits a few CPU cores in about half an hour),
+``full`` (paper-like, for a GPU). Stages: ``recovery`` (the L runs), ``dice`` (N and O runs and the
+Dice tables). Everything lands in ``--out``: ``<out>/<experiment>/`` holds the tables (CSV, markdown)
+and plots (PNG); ``<out>/runs/`` holds one folder per training run (history, weights, result), reused
+when the same run is asked for again (rerunning a command resumes an interrupted experiment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .common import (DEFAULT_LABEL_MAPS, EXPERIMENTS, MODES, common_shape, deep_merge, load_experiment,
+                     preset_recovery, preset_sigma_value, spec_id, split_maps, train_run)
+from .prep import DEFAULT_CACHE, prepare_label_maps
+from .report import write_report
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
+
+
+def prepare(exp: dict, label_maps: str, cache: str | None, factor: int | None, log=print) -> dict:
+    """Preprocess the label maps and fix the data split and the sample shape."""
+    prep = dict(exp.get("prep", {}))
+    if factor is not None:
+        prep["factor"] = factor
+    files, table = prepare_label_maps(label_maps, factor=int(prep.get("factor", 1)),
+                                      table=prep.get("table", "freesurfer_4class"),
+                                      margin=int(prep.get("margin", 4)), cache=cache,
+                                      crop_classes=prep.get("crop_classes"), log=log)
+    split = exp.get("split", {})
+    train, test = split_maps(files, float(split.get("test_fraction", 0.2)), int(split.get("seed", 0)))
+    l2s = exp["l2s"]
+    levels = len(l2s["network"]["widths"])
+    shape = common_shape(files, int(l2s["data"].get("slice_axis", 1)), 2 ** (levels - 1))
+    return {"train": [str(f) for f in train], "test": [str(f) for f in test], "table": str(table),
+            "shape": shape, "factor": int(prep.get("factor", 1))}
+
+
+def _base_config(exp: dict, data: dict) -> dict:
+    return deep_merge(exp["l2s"], {"data": {"label_maps": data["train"], "label_table": data["table"],
+                                            "patch_size": data["shape"]}})
+
+
+def _test_spec(exp: dict, data: dict) -> dict:
+    t = exp.get("test", {})
+    return {"maps": data["test"], "presets": exp["presets"], "images": int(t.get("images", 64)),
+            "seed": int(t.get("seed", 12345))}
+
+
+def _common(exp: dict) -> dict:
+    s = exp.get("schedule", {})
+    return {"lr_augmentation_final": float(s.get("lr_augmentation_final", 1.0)),
+            "tail_fraction": float(s.get("tail_fraction", 0.2))}
+
+
+def learn2synth_specs(exp: dict, data: dict) -> list[dict]:
+    base = _base_config(exp, data)
+    nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
+    specs = []
+    for p in exp["presets"] + exp.get("extra_presets", []):
+        cfg = deep_merge(base, {"augmentation": exp["augmentation"], "training": {"method": "learn2synth"},
+                                "recovery": preset_recovery(p, nodes)})
+        specs.append({"name": f"{exp['name']}_L_{_safe(p['name'])}", "label": f"L {p['name']}", "role": "L",
+                      "preset": p, "config": cfg, "test": _test_spec(exp, data), **_common(exp)})
+    return specs
+
+
+def naive_specs(exp: dict, data: dict) -> list[dict]:
+    """Naive SynthSeg: the augmentation fixed at the preset (a U[low, high] sigma preset uses the
+    preset corruption itself as augmentation, since eq. 8 has one sigma)."""
+    base = _base_config(exp, data)
+    nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
+    specs = []
+    for p in exp["presets"]:
+        c = [float(v) for v in p.get("inu_c", [])]
+        aug = {"kind": "parametric", "noise": "fixed", "inu": bool(c), "inu_nodes": nodes[:max(len(c), 1)],
+               "sigma_init": preset_sigma_value(p), "inu_c_init": 0.5}
+        rec = preset_recovery(p, nodes)
+        cfg = deep_merge(base, {"augmentation": aug, "training": {"method": "synthseg"}, "recovery": rec})
+        spec = {"name": f"N_{'inu' if c else 'noise'}_{_safe(p['name'])}", "label": f"N {p['name']}", "role": "N",
+                "preset": p, "config": cfg, "test": _test_spec(exp, data), "theta": {"c": c} if c else {},
+                "preset_aug": rec if p.get("sigma_range") else None, **_common(exp)}
+        specs.append(spec)
+    return specs
+
+
+def optimized_specs(exp: dict, data: dict, learned: dict[str, dict]) -> list[dict]:
+    """SynthSeg retrained with the augmentation fixed at what Learn2Synth learned (``learned``:
+    preset name -> L result)."""
+    base = _base_config(exp, data)
+    nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
+    specs = []
+    for p in exp["presets"]:
+        res = learned[p["name"]]
+        cfg = deep_merge(base, {"augmentation": exp["augmentation"], "training": {"method": "synthseg"},
+                                "recovery": preset_recovery(p, nodes)})
+        spec = {"name": f"{exp['name']}_O_{_safe(p['name'])}", "label": f"O {p['name']}", "role": "O",
+                "preset": p, "config": cfg, "test": _test_spec(exp, data), **_common(exp)}
+        if exp["augmentation"].get("kind") == "nonparametric":
+            spec["aug_state_from"] = res["folder"]      # the learned residual net and sigma, as trained
+        else:
+            theta = {"sigma": res["learned"]["sigma"]}
+            cs = [res["learned"][k] for k in sorted(res["learned"]) if re.fullmatch(r"c\d+", k)]
+            if cs:
+                theta["c"] = cs
+            spec["theta"] = theta
+        specs.append(spec)
+    return specs
+
+
+def run_specs(specs: list[dict], runs_dir: Path, jobs: int, threads: int, log=print) -> list[dict]:
+    todo = [s for s in specs if not (runs_dir / spec_id(s) / "result.json").is_file()]
+    if todo:
+        log(f"  training {len(todo)} run(s) ({len(specs) - len(todo)} already done), {jobs} at a time: "
+            + ", ".join(s["name"] for s in todo))
+    results: dict[str, dict] = {}
+    t0 = time.perf_counter()
+    if jobs <= 1 or len(todo) <= 1:
+        for s in specs:
+            r = train_run(s, str(runs_dir), threads)
+            results[spec_id(s)] = r
+            if s in todo:
+                log(f"    done {s['name']} in {r['wall_s']:.0f} s ({time.perf_counter() - t0:.0f} s elapsed)")
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {spec_id(s): (s, pool.submit(train_run, s, str(runs_dir), threads)) for s in specs}
+            for key, (s, fut) in futures.items():
+                r = fut.result()
+                results[key] = r
+                if s in todo:
+                    log(f"    done {s['name']} in {r['wall_s']:.0f} s ({time.perf_counter() - t0:.0f} s elapsed)")
+    return [results[spec_id(s)] for s in specs]
+
+
+def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
+                   threads: int = 0, factor: int | None = None, cache: str | None = None,
+                   device: str | None = None, steps: int | None = None, log=print) -> dict:
+    exp = load_experiment(name, mode)
+    if device:
+        exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": device}})
+    if steps:
+        exp["l2s"] = deep_merge(exp["l2s"], {"training": {"steps": steps,
+                                                          "hyper_start": min(exp["l2s"]["training"].get("hyper_start", 0), steps // 2)}})
+    start = time.perf_counter()
+    log(f"[{name}] mode {mode}: preparing label maps from {label_maps}")
+    data = prepare(exp, label_maps, cache, factor, log=lambda m: log(m))
+    log(f"[{name}] {len(data['train'])} training maps, {len(data['test'])} test maps, 2D slices "
+        f"{'x'.join(map(str, data['shape']))} at {data['factor']} mm")
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    L = learn2synth_specs(exp, data)
+    N = naive_specs(exp, data) if "dice" in stages else []
+    results = run_specs(L + N, runs_dir, jobs, threads, log)
+    L_res, N_res = results[:len(L)], results[len(L):]
+    O_res = []
+    if "dice" in stages:
+        learned = {r["preset"]["name"]: r for r in L_res}
+        O_res = run_specs(optimized_specs(exp, data, learned), runs_dir, jobs, threads, log)
+    wall = time.perf_counter() - start
+    env = {"device": L_res[0]["device"] if L_res else "", "torch": torch.__version__,
+           "cpu_count": mp.cpu_count(), "platform": platform.platform(), "jobs": jobs, "threads": threads}
+    exp_dir = out / name
+    write_report(exp, data, L_res, N_res, O_res, exp_dir, wall, env)
+    log(f"[{name}] done in {wall:.0f} s; results in {exp_dir}")
+    return {"experiment": name, "dir": str(exp_dir), "wall_s": wall, "L": L_res, "N": N_res, "O": O_res}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("experiments", nargs="+", choices=EXPERIMENTS + ["all"])
+    ap.add_argument("--mode", choices=MODES, default="quick")
+    ap.add_argument("--label-maps", default=str(DEFAULT_LABEL_MAPS),
+                    help="folder or files of label maps with FreeSurfer ids (default: %(default)s)")
+    ap.add_argument("--out", default="runs/experiments", help="output folder (default: %(default)s)")
+    ap.add_argument("--stages", default="recovery,dice", help="recovery and/or dice (default: %(default)s)")
+    ap.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    ap.add_argument("--factor", type=int, default=None, help="override the mode's downsampling factor")
+    ap.add_argument("--steps", type=int, default=None, help="override training.steps (hyper_start clipped to half)")
+    ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
+    ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
+    args = ap.parse_args(argv)
+    names = EXPERIMENTS if "all" in args.experiments else args.experiments
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = set(stages) - {"recovery", "dice"}
+    if bad:
+        ap.error(f"unknown stage(s) {sorted(bad)}")
+    out = Path(args.out)
+    summaries = []
+    for name in names:
+        summaries.append(run_experiment(name, args.mode, args.label_maps, out, stages, args.jobs, args.threads,
+                                        args.factor, args.cache, args.device, args.steps))
+    (out / "summary.json").write_text(json.dumps(
+        [{"experiment": s["experiment"], "dir": s["dir"], "wall_s": s["wall_s"]} for s in summaries], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Segment widget: model + image layer -> Labels layer on the image's grid, original label values,
+per-label volumes, save as NIfTI; cancel; disabled until a model and an image exist."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from gui_support import train_tiny_model
+
+import l2s_napari._segment_widget as sw
+from l2s_napari._segment_widget import CURRENT_RUN, MODEL_FILE, SegmentWidget
+from l2s_napari._training_widget import TrainingWidget
+
+VALUES = (2, 41, 17)  # FreeSurfer-like values: classes 1..3 stand for these
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    affine = np.array([[1.2, 0, 0, -20.0], [0, 0.9, 0.1, 12.0], [0, -0.1, 1.1, -18.0], [0, 0, 0, 1]])
+    return train_tiny_model(tmp_path_factory.mktemp("segment"), steps=4, ndim=2, values=VALUES, affine=affine)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    seen: list[str] = []
+    monkeypatch.setattr(sw, "notify_error", seen.append)
+    return seen
+
+
+def test_segment_adds_labels_with_geometry_and_values(qtbot, make_napari_viewer, run_dir, tmp_path, errors):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert not widget.segment_button.isEnabled()
+    assert "training run" in widget.segment_button.toolTip() or "model" in widget.segment_button.toolTip()
+    [scan] = viewer.open(str(run_dir.parent / "data" / "sub2_T1.nii.gz"), plugin="l2s-gui")
+    widget.model_path.setText(str(run_dir / "model.safetensors"))
+    assert widget.model_source.currentText() == MODEL_FILE
+    widget.image_combo.set_layer_name(scan.name)
+    widget._update_buttons()
+    assert widget.segment_button.isEnabled(), widget.segment_button.toolTip()
+    assert "2D" in widget.model_info.text()
+
+    assert widget.segment()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert errors == []
+    seg = widget.result_layer
+    assert type(seg).__name__ == "Labels" and seg.data.shape == scan.data.shape
+    np.testing.assert_allclose(seg.scale, scan.scale)
+    np.testing.assert_allclose(seg.translate, scan.translate)
+    np.testing.assert_allclose(seg.metadata["affine"], scan.metadata["affine"])
+    assert set(np.unique(seg.data).tolist()) <= {0, *VALUES}  # original label values, not classes
+    # volume table: one row per label of the model, mm^3 = voxels x voxel volume (0 when absent)
+    voxel = abs(np.linalg.det(scan.metadata["affine"][:3, :3]))
+    assert widget.table.rowCount() == len(VALUES)
+    assert sorted(widget.volumes) == sorted(VALUES)
+    for value in VALUES:
+        count, mm3 = widget.volumes[value]
+        assert count == int((seg.data == value).sum())
+        assert mm3 == pytest.approx(count * voxel)
+    # save as NIfTI with the scan's affine; CSV of volumes
+    out = widget.save_labels(tmp_path / "seg.nii.gz")
+    img = nib.load(out)
+    np.testing.assert_allclose(img.affine, scan.metadata["affine"], atol=1e-5)
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), seg.data)
+    assert widget.save_csv(tmp_path / "volumes.csv")
+    assert (tmp_path / "volumes.csv").read_text().startswith("label,name,voxels,volume_mm3")
+
+    # again: the same layer is updated in place
+    n_layers = len(viewer.layers)
+    assert widget.segment()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert len(viewer.layers) == n_layers and widget.result_layer is seg
+
+
+def test_segment_uses_the_current_run_and_cancels(qtbot, make_napari_viewer, run_dir, errors):
+    viewer = make_napari_viewer()
+    [scan] = viewer.open(str(run_dir.parent / "data" / "sub0_T1.nii.gz"), plugin="l2s-gui")
+    trainer = TrainingWidget(viewer)
+    widget = SegmentWidget(viewer)
+    assert widget.model_source.currentText() == CURRENT_RUN
+    assert not widget.segment_button.isEnabled()
+    assert trainer.open_run(run_dir)
+    widget._update_buttons()
+    assert widget.model_file() == run_dir / "model.safetensors"
+    assert widget.segment_button.isEnabled(), widget.segment_button.toolTip()
+    # cancel right away: no labels layer
+    widget._cancel.set()  # as if Cancel was clicked before the first slice
+    orig = widget._cancel.clear
+    widget._cancel.clear = lambda: None
+    try:
+        assert widget.segment()
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    finally:
+        widget._cancel.clear = orig
+    assert widget.result_layer is None and widget.progress.format() == "cancelled"
+    assert errors == []
+    assert widget.segment_button.isEnabled()
+
+
+def test_segment_bad_model_file_is_reported(qtbot, make_napari_viewer, tmp_path, errors):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((16, 16, 16)).astype(np.float32), name="scan")
+    widget = SegmentWidget(viewer)
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a model")
+    widget.model_path.setText(str(bad))
+    widget.image_combo.set_layer_name("scan")
+    widget._update_buttons()
+    assert widget.segment()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert errors and "model.safetensors" in errors[-1]
+    assert widget.result_layer is None
