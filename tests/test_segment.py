@@ -4,19 +4,24 @@ sliding window coverage, cancel, CLI."""
 from __future__ import annotations
 
 import csv
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from l2s_gui.cli import main
 from l2s_gui.config import Config
-from l2s_gui.io import load_label_map, load_scan
+from l2s_gui.errors import DeviceMemoryError, InputError, OutputExistsError
+from l2s_gui.intensity import normalize_intensities
+from l2s_gui.io import Volume, load_label_map, load_scan
 from l2s_gui.labels import LabelTable
 from l2s_gui.model_io import LoadedModel, build_network, export_model, load_model
 from l2s_gui.augment import build_augmentation
-from l2s_gui.segment import SegmentationCancelled, label_volumes_mm3, segment_array, segment_volume
+from l2s_gui.segment import (SegmentationCancelled, label_volumes_mm3, segment_array, segment_files, segment_volume,
+                             write_volumes_csv)
 
 VALUES = [0, 2, 3, 41]
 
@@ -102,3 +107,158 @@ def test_model_file_errors(tmp_path):
         load_model(bad)
     with pytest.raises(InputError, match="model file not found"):
         load_model(tmp_path / "none.safetensors")
+
+
+# ------------------------------------------------------------------------------------------ exact stand-in nets
+TABLE = LabelTable(values=[0, 2, 3, 41], names=["background", "wm", "gm", "other"], name="test")
+CENTERS = [0.0, 1.0, 0.6, 0.3]  # class c is predicted where the normalised intensity is nearest CENTERS[c]
+
+
+class NearestCenterNet(nn.Module):
+    """Voxel-wise stand-in for a UNet: logits = -(x - center_c)^2; checks the input sizes."""
+
+    def __init__(self, multiple: int, ndim: int):
+        super().__init__()
+        self.centers = nn.Parameter(torch.tensor(CENTERS))
+        self.multiple, self.ndim, self.shapes = multiple, ndim, []
+
+    def forward(self, x):
+        assert x.ndim == 2 + self.ndim and x.shape[1] == 1
+        assert all(s % self.multiple == 0 for s in x.shape[2:]), x.shape
+        self.shapes.append(tuple(x.shape))
+        return -100 * (x - self.centers.view(1, -1, *([1] * self.ndim))) ** 2
+
+
+class ConstantNet(NearestCenterNet):
+    """Predicts class 1 wherever it is run (shows which voxels the sliding window reaches)."""
+
+    def forward(self, x):
+        super().forward(x)
+        out = torch.zeros((x.shape[0], len(CENTERS), *x.shape[2:]))
+        out[:, 1] = 5.0
+        return out
+
+
+def stand_in(ndim=2, slice_axis=1, patch_size=(), multiple=4, net_cls=NearestCenterNet):
+    return SimpleNamespace(net=net_cls(multiple, ndim).eval(), table=TABLE, ndim=ndim, slice_axis=slice_axis,
+                           patch_size=list(patch_size), net_multiple=multiple)
+
+
+def banded_image(shape=(10, 13, 11), seed=0):
+    """Intensities drawn from the centres, so the expected segmentation is known exactly."""
+    classes = np.random.default_rng(seed).integers(0, 4, size=shape)
+    classes[0] = 0
+    classes[-1, -1, -1] = 1  # the brightest voxel: normalisation keeps [0, 1] as is
+    return np.asarray(CENTERS, np.float32)[classes], classes
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_2d_slicewise_exact(slice_axis):
+    image, classes = banded_image()
+    m = stand_in(2, slice_axis)
+    progress = []
+    out = segment_array(m, image, "cpu", batch_size=3, progress=progress.append)
+    assert out.shape == image.shape and np.array_equal(out, classes)
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+
+
+def test_2d_skips_empty_slices():
+    image, _ = banded_image()
+    image[:, 3] = 0
+    m = stand_in(2, 1)
+    segment_array(m, image, "cpu", batch_size=100)
+    assert m.net.shapes[0][0] == image.shape[1] - 1
+
+
+@pytest.mark.parametrize("shape,patch", [((20, 18, 13), (8, 8, 8)), ((6, 7, 5), (8, 8, 8)), ((9, 9, 9), ())])
+def test_3d_window_reaches_every_voxel(shape, patch):
+    m = stand_in(3, patch_size=patch, net_cls=ConstantNet)
+    out = segment_array(m, np.random.default_rng(0).random(shape).astype(np.float32), "cpu", overlap=0.5)
+    assert out.shape == shape and (out == 1).all()
+    if patch:
+        assert all(s[2:] == tuple(patch) for s in m.net.shapes)
+
+
+@pytest.mark.parametrize("blend,overlap", [("gaussian", 0.25), ("uniform", 0.5)])
+def test_3d_matches_voxelwise_truth(blend, overlap):
+    image, classes = banded_image((19, 17, 15))
+    out = segment_array(stand_in(3, patch_size=(8, 8, 8)), image, "cpu", overlap=overlap, blend=blend)
+    assert np.array_equal(out, classes)
+
+
+def test_cancel_2d_after_first_batch():
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(SegmentationCancelled):
+        segment_array(stand_in(2), banded_image((16, 16, 16))[0], "cpu", batch_size=4, cancelled=cancelled)
+
+
+def test_out_of_memory_is_a_user_error():
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    m = stand_in(2)
+    m.net = Boom()
+    with pytest.raises(DeviceMemoryError, match="out of memory on cpu while segmenting.*smaller batch size"):
+        segment_array(m, banded_image()[0], "cpu")
+
+
+def test_segment_volume_original_values_and_voxel_order():
+    image, classes = banded_image((12, 10, 9))
+    scan_data = image * 800 + 50  # raw intensities; segment_volume normalises like training
+    assert np.allclose(normalize_intensities(scan_data), image, atol=1e-5)
+    a = np.radians(30)
+    affine = np.eye(4)  # voxel axes far from RAS: permuted, flipped, rotated, anisotropic
+    affine[:3, :3] = np.array([[0, -1, 0], [np.cos(a), 0, -np.sin(a)], [np.sin(a), 0, np.cos(a)]]) @ np.diag([1.1, 0.8, 2])
+    out = segment_volume(stand_in(2, slice_axis=1), Volume(scan_data, affine, None, None), "cpu")
+    assert out.shape == scan_data.shape and np.array_equal(out, np.asarray(TABLE.values)[classes])
+
+
+def test_volumes_csv_contents_and_overwrite(tmp_path):
+    labels = np.zeros((4, 5, 6), np.int32)
+    labels[0, :2] = 2      # 12 voxels
+    labels[1] = 41         # 30 voxels
+    vols = label_volumes_mm3(labels, np.diag([1.0, 2.0, 3.0, 1.0]), TABLE)
+    assert vols == {2: 72.0, 3: 0.0, 41: 180.0}
+    path = write_volumes_csv(tmp_path / "vol.csv", [("sub-01", vols), ("sub-02", {2: 1.0, 3: 2.0, 41: 3.0})], TABLE)
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["subject", "total", "wm (2)", "gm (3)", "other (41)"]
+    assert rows[1] == ["sub-01", "252.0", "72.0", "0.0", "180.0"] and len(rows) == 3
+    with pytest.raises(OutputExistsError, match="use --overwrite"):
+        write_volumes_csv(path, [], TABLE)
+    write_volumes_csv(path, [], TABLE, overwrite=True)
+    assert len(list(csv.reader(path.open()))) == 1
+
+
+def _scan_file(path, shape=(11, 9, 7), seed=0, affine=None):
+    data = np.random.default_rng(seed).normal(100, 30, shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.2, 1.5, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+def test_segment_files_folder_naming(tmp_path):
+    model = make_model(tmp_path, 2)
+    (tmp_path / "in").mkdir()
+    a = _scan_file(tmp_path / "in" / "a.nii.gz", seed=1)
+    b = tmp_path / "in" / "b.mgz"
+    nib.save(nib.MGHImage(np.random.default_rng(2).normal(100, 30, (8, 12, 6)).astype(np.float32),
+                          np.diag([1.0, -1.0, 1.5, 1.0])), str(b))
+    progress = []
+    written = segment_files(str(model), [str(tmp_path / "in")], str(tmp_path / "segs"), None, "cpu", False,
+                            progress=progress.append)
+    assert [p.name for p in written] == ["a_seg.nii.gz", "b_seg.nii.gz"] and progress[-1] == pytest.approx(1.0)
+    for src, out in zip((a, b), written):
+        s, o = load_scan(src), nib.load(str(out))
+        assert o.shape == s.data.shape and np.allclose(o.affine, s.affine, atol=1e-4)
+    with pytest.raises(InputError, match="need an output folder"):
+        segment_files(str(model), [str(a), str(b)], str(tmp_path / "x.nii.gz"), None, "cpu", False)
+    (tmp_path / "in2").mkdir()
+    c = _scan_file(tmp_path / "in2" / "a.nii.gz")
+    with pytest.raises(InputError, match="both would be written"):
+        segment_files(str(model), [str(a), str(c)], str(tmp_path / "segs2"), None, "cpu", False)
+    assert not (tmp_path / "segs2").exists()  # every output is checked before any work
