@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     widths = [int(w) for w in args.widths.split()]
     headless_runs, gui_runs = [], []
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -205,12 +207,13 @@ def main(argv=None) -> int:
     gui_speed = float(np.median([g["it_per_s"] for g in gui_runs]))
     med = {k: float(np.median([g[k] for g in gui_runs])) for k in gui_runs[0] if k != "it_per_s"}
     ratio = gui_speed / headless if headless else float("nan")
-    import os
-
     import torch
+
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
 
     result = {"steps": args.steps, "widths": widths, "repeat": args.repeat, "interact_ms": args.interact_ms,
               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "loadavg_before": load_before, "loadavg_after": load_after,
               "headless_it_per_s": headless, "gui_it_per_s": gui_speed, "gui_over_headless": ratio,
               "headless_runs": headless_runs, "gui_runs": gui_runs, **med}
     print()
@@ -224,6 +227,9 @@ def main(argv=None) -> int:
     print(f"  napari process CPU while training: {100 * med['gui_cpu_fraction']:.0f}% of one core")
     print("  runs: headless " + ", ".join(f"{v:.2f}" for v in headless_runs) + " it/s; GUI "
           + ", ".join(f"{g['it_per_s']:.2f} it/s (p99 {g['latency_ms_p99']:.0f} ms)" for g in gui_runs))
+    if load_before is not None:
+        print(f"  machine load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} "
+              f"(other jobs on the machine skew both speeds; compare runs with a low load)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0

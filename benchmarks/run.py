@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+from l2s_gui import hypergrad  # noqa: E402
 from l2s_gui.config import Config  # noqa: E402
 from l2s_gui.data import TrainingData  # noqa: E402
 from l2s_gui.hypergrad import hyper_step  # noqa: E402
@@ -71,7 +72,12 @@ from l2s_gui.labels import LabelTable  # noqa: E402
 from l2s_gui.losses import soft_dice_loss  # noqa: E402
 from l2s_gui.trainer import Trainer  # noqa: E402
 
-MODES = ("naive", "exact", "approx")
+MODES = ("naive", "exact", "exact_jvp", "approx")
+"""Timed variants of the hyper-step: mode naive, mode exact with its default route (reverse-over-reverse
+since this benchmark was written), mode exact with the forward-over-reverse route ('jvp', the
+route before), mode approx."""
+_VARIANT = {"naive": ("naive", None), "exact": ("exact", None), "exact_jvp": ("exact", "jvp"),
+            "approx": ("approx", None)}
 SCHEMA_VERSION = 1
 
 
@@ -111,7 +117,7 @@ PRESETS: dict[str, Preset] = {
             BenchConfig("3d-160-24ch-bf16", 3, 160, 1, (24, 48, 96, 192), 16, precision="bf16",
                         description="3D 160^3, batch 1, 24 base channels, bf16 autocast"),
         ],
-        warmup=2, repeats=7, e2e_warmup=5, e2e_steps=20, seg_repeats=3,
+        warmup=2, repeats=7, e2e_warmup=10, e2e_steps=40, seg_repeats=3,
         note="GUIDE Sec. 3 configurations"),
     # the same three shapes scaled down for a 2-core CPU
     "cpu": Preset(
@@ -123,7 +129,7 @@ PRESETS: dict[str, Preset] = {
             BenchConfig("3d-64-12ch-bf16", 3, 64, 1, (12, 24, 48, 96), 8, precision="bf16",
                         description="3D 64^3, batch 1, 12 base channels, bf16 autocast"),
         ],
-        warmup=1, repeats=5, e2e_warmup=2, e2e_steps=6, seg_repeats=1,
+        warmup=1, repeats=5, e2e_warmup=10, e2e_steps=20, seg_repeats=1,
         note="GUIDE Sec. 3 shapes scaled down for a CPU"),
     # CI: checks that the script runs and writes its files (timings meaningless)
     "tiny": Preset(
@@ -131,7 +137,7 @@ PRESETS: dict[str, Preset] = {
             BenchConfig("2d-32-b2-4ch", 2, 32, 2, (4, 8), 3, seg_size=32, description="2D 32^2, batch 2, tiny"),
             BenchConfig("3d-16-4ch", 3, 16, 1, (4, 8), 3, seg_size=32, description="3D 16^3, batch 1, tiny"),
         ],
-        warmup=1, repeats=2, e2e_warmup=1, e2e_steps=2, seg_repeats=1, threads=1,
+        warmup=1, repeats=2, e2e_warmup=1, e2e_steps=1, seg_repeats=1, threads=1,
         note="smoke test only"),
 }
 
@@ -225,23 +231,31 @@ class PeakMemory:
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
+    return timed2(fn, device)[0]
+
+
+def timed2(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call (CUDA synchronised)."""
     sync(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return 1e3 * (time.perf_counter() - start)
+    return 1e3 * (time.perf_counter() - start), 1e3 * (time.process_time() - cpu_start)
 
 
 def round_robin(fns: dict[str, Callable[[], object]], device: torch.device, warmup: int,
                 repeats: int) -> dict[str, dict]:
-    """Median ms of each function, run in turn within every round (same load for all)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    """Median wall ms (and process CPU ms) of each function, run in turn within every round."""
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(warmup + repeats):
         for key, fn in fns.items():
-            t = timed(fn, device)
+            w, c = timed2(fn, device)
             if r >= warmup:
-                times[key].append(t)
-    return {k: {"ms": statistics.median(v), "ms_all": [round(t, 3) for t in v]} for k, v in times.items()}
+                wall[key].append(w)
+                cpu[key].append(c)
+    return {k: {"ms": statistics.median(wall[k]), "ms_all": [round(t, 3) for t in wall[k]],
+                "cpu_ms": statistics.median(cpu[k])} for k in fns}
 
 
 def load_average() -> Optional[list[float]]:
@@ -317,11 +331,18 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
         trainer.train_step()
         trainer.step += 1
 
-    def hyper(mode: str) -> Callable[[], None]:
+    def hyper(variant: str) -> Callable[[], None]:
+        mode, route = _VARIANT[variant]
+
         def run() -> None:
             trainer.learns_theta = True
             t.hypergradient = mode
-            trainer.train_step()
+            default_route = hypergrad.DEFAULT_EXACT_ROUTE
+            hypergrad.DEFAULT_EXACT_ROUTE = route or default_route
+            try:
+                trainer.train_step()
+            finally:
+                hypergrad.DEFAULT_EXACT_ROUTE = default_route
             trainer.step += 1
         return run
 
@@ -334,9 +355,11 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
 
     # agreement on one state (no update)
     hyper_vals: dict[str, torch.Tensor] = {}
-    for mode in args.modes:
-        hyper_vals[mode] = flat(hyper_step(trainer.net, trainer.aug, trainer.inner, x, draw, y, x_real, y_real,
-                                           soft_dice_loss, mode=mode, autocast=trainer.autocast)[4])
+    for variant in args.modes:
+        mode, route = _VARIANT[variant]
+        hyper_vals[variant] = flat(hyper_step(trainer.net, trainer.aug, trainer.inner, x, draw, y, x_real, y_real,
+                                              soft_dice_loss, mode=mode, autocast=trainer.autocast,
+                                              exact_route=route)[4])
     reference_fp32 = None
     if cfg.precision != "fp32" and "naive" in args.modes:
         reference_fp32 = flat(hyper_step(trainer.net, trainer.aug, trainer.inner, x, draw, y, x_real, y_real,
@@ -344,12 +367,12 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
 
     peaks = {key: memory.measure(fn) for key, fn in fns.items()}
     plain_ms = timing["plain"]["ms"]
-    out = {"plain": {"ms": plain_ms, "ms_all": timing["plain"]["ms_all"], "peak_mib": peaks["plain"]},
-           "hyper": {}}
+    plain_cpu = timing["plain"]["cpu_ms"]
+    out = {"plain": {**timing["plain"], "peak_mib": peaks["plain"]}, "hyper": {}}
     for mode in args.modes:
-        entry = {"ms": timing[mode]["ms"], "ms_all": timing[mode]["ms_all"],
-                 "ratio_to_plain": timing[mode]["ms"] / plain_ms, "peak_mib": peaks[mode],
-                 "hypergradient_norm": float(hyper_vals[mode].norm())}
+        entry = {**timing[mode], "ratio_to_plain": timing[mode]["ms"] / plain_ms,
+                 "cpu_ratio_to_plain": timing[mode]["cpu_ms"] / plain_cpu if plain_cpu > 0 else None,
+                 "peak_mib": peaks[mode], "hypergradient_norm": float(hyper_vals[mode].norm())}
         if "naive" in hyper_vals and mode != "naive":
             entry["rel_err_vs_naive"] = rel_err(hyper_vals[mode], hyper_vals["naive"])
         if reference_fp32 is not None:
@@ -390,21 +413,31 @@ def bench_end_to_end(cfg: BenchConfig, data: TrainingData, device: torch.device,
 
     for key, trainer in variants.items():
         instrument(key, trainer)
-    for _ in range(preset.e2e_warmup):
-        for trainer in variants.values():
+    # blocks of `block` steps per variant and round, starting at a multiple of `block`, so that the
+    # amortised variant takes exactly one hyper-step per block
+    block = max(args.amortise, 1) if args.amortise else 5
+    warm = block * max(1, -(-preset.e2e_warmup // block))
+    for trainer in variants.values():
+        for _ in range(warm):
             trainer.train_step()
             trainer.step += 1
     total_ms = {k: 0.0 for k in variants}
-    counting["on"] = True
-    for _ in range(preset.e2e_steps):
-        for key, trainer in variants.items():
-            total_ms[key] += timed(lambda: trainer.train_step(), device)
+    rounds = max(1, -(-preset.e2e_steps // block))
+
+    def run_block(trainer: Trainer) -> None:
+        for _ in range(block):
+            trainer.train_step()
             trainer.step += 1
+
+    counting["on"] = True
+    for _ in range(rounds):
+        for key, trainer in variants.items():
+            total_ms[key] += timed(lambda: run_block(trainer), device)
     counting["on"] = False
-    out: dict = {"steps": preset.e2e_steps, "hyper_every_default": default_every}
+    steps = rounds * block
+    out: dict = {"steps": steps, "warmup_steps": warm, "hyper_every_default": default_every}
     for key in variants:
-        out[key] = {"it_per_s": 1e3 * preset.e2e_steps / total_ms[key],
-                    "ms_per_it": total_ms[key] / preset.e2e_steps,
+        out[key] = {"it_per_s": 1e3 * steps / total_ms[key], "ms_per_it": total_ms[key] / steps,
                     "synthesis_share": synth_ms[key] / total_ms[key]}
     base = out["synthseg"]["it_per_s"]
     for key in variants:
@@ -459,9 +492,12 @@ def markdown(result: dict) -> str:
              f"- memory: {meta['memory_method']}",
              f"- date: {meta['date']}, total run time {meta['wall_s']:.0f} s", "",
              "## Hypergradient cost (one iteration on a fixed batch)", "",
-             "| config | plain ms | naive ms (x plain) | exact ms (x plain) | approx ms (x plain) "
-             "| rel. err. exact / approx vs naive | peak MiB plain / naive / exact / approx |",
-             "|---|---|---|---|---|---|---|"]
+             "ms per iteration, (x plain step)" + ("; on a CPU also the ratio of process CPU times, robust to other "
+                                                   "processes' load" if meta["device"] == "cpu" else "") + ".", "",
+             "| config | plain ms | naive | exact (reverse, new default) | exact (jvp, before) | approx "
+             "| rel. err. vs naive: exact / jvp / approx | peak MiB plain / naive / exact / jvp / approx |",
+             "|---|---|---|---|---|---|---|---|"]
+    cpu = meta["device"] == "cpu"
     for c in result["configs"]:
         s = c.get("steps")
         if not s:
@@ -471,20 +507,24 @@ def markdown(result: dict) -> str:
         def cell(mode: str) -> str:
             if mode not in h:
                 return "-"
-            return f"{h[mode]['ms']:.1f} ({h[mode]['ratio_to_plain']:.2f}x)"
+            text = f"{h[mode]['ms']:.1f} ({h[mode]['ratio_to_plain']:.2f}x"
+            if cpu and h[mode].get("cpu_ratio_to_plain"):
+                text += f"; cpu {h[mode]['cpu_ratio_to_plain']:.2f}x"
+            return text + ")"
 
         def err(mode: str) -> str:
             if mode not in h:
                 return "-"
             e = fmt(h[mode].get("rel_err_vs_naive"), ".1e")
             if "rel_err_vs_naive_fp32" in h[mode]:
-                e += f" (vs fp32: {fmt(h[mode]['rel_err_vs_naive_fp32'], '.1e')})"
+                e += f" ({fmt(h[mode]['rel_err_vs_naive_fp32'], '.1e')} vs fp32)"
             return e
 
         peaks = " / ".join(fmt(x, ".0f") for x in [s["plain"]["peak_mib"]] +
                            [h[m]["peak_mib"] if m in h else None for m in MODES])
         lines.append(f"| {c['description']} | {s['plain']['ms']:.1f} | {cell('naive')} | {cell('exact')} | "
-                     f"{cell('approx')} | {err('exact')} / {err('approx')} | {peaks} |")
+                     f"{cell('exact_jvp')} | {cell('approx')} | {err('exact')} / {err('exact_jvp')} / "
+                     f"{err('approx')} | {peaks} |")
     lines += ["", "## End-to-end training (synthesis on the device, recovery setting)", "",
               "| config | synthseg it/s | learn2synth it/s (every k) | ratio | amortised it/s (every k) | ratio "
               "| synthesis share synthseg / learn2synth |",

@@ -225,8 +225,9 @@ def write_report(exp: dict, data: dict, L: list[dict], N: list[dict], O: list[di
     md = [f"# {exp.get('title', exp['name'])}: {exp['mode']} mode", "",
           f"Device: {env.get('device')} (torch {env.get('torch')}, {env.get('cpu_count')} CPUs visible, "
           f"{env.get('jobs')} run(s) in parallel, {env.get('threads') or 'default'} thread(s) each). "
-          f"Wall time of this command: {wall:.0f} s (finished runs are reused, so a resumed command counts "
-          f"only what it trained).", "",
+          f"Training wall time summed over the {len(L) + len(N) + len(O)} runs: "
+          f"{sum(r['wall_s'] for r in L + N + O):.0f} s; wall time of the command that wrote this report: "
+          f"{wall:.0f} s (finished runs are reused, not retrained).", "",
           f"Data: {len(data['train'])} training and {len(data['test'])} held-out test label maps, 2D coronal "
           f"slices of {'x'.join(map(str, data['shape']))} voxels at {data['factor']} mm.", "",
           "## Learned parameters", "", recovery_markdown(exp, rec)]
@@ -243,7 +244,13 @@ def write_report(exp: dict, data: dict, L: list[dict], N: list[dict], O: list[di
     plot_validation(exp, L + N + O, out / "validation_dice.png")
     md += ["![validation Dice](validation_dice.png)", ""]
     (out / "README.md").write_text("\n".join(md))
-    (out / "runs.json").write_text(json.dumps({"L": L, "N": N, "O": O, "wall_s": wall, "env": env,
-                                               "data": {k: v for k, v in data.items()},
+    def rel(results: list[dict]) -> list[dict]:
+        # run folders relative to the output folder (<out>/runs/...), so the file can be moved
+        return [{**r, "folder": "runs/" + Path(r["folder"]).name} for r in results]
+
+    (out / "runs.json").write_text(json.dumps({"L": rel(L), "N": rel(N), "O": rel(O), "wall_s": wall, "env": env,
+                                               "data": {"train": [Path(f).name for f in data["train"]],
+                                                        "test": [Path(f).name for f in data["test"]],
+                                                        "shape": data["shape"], "factor": data["factor"]},
                                                "settings": {k: v for k, v in exp.items() if k != "presets"},
                                                "presets": exp["presets"]}, indent=1, default=str))

@@ -215,8 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         summaries.append(run_experiment(name, args.mode, args.label_maps, out, stages, args.jobs, args.threads,
                                         args.factor, args.cache, args.device, args.steps))
-    (out / "summary.json").write_text(json.dumps(
-        [{"experiment": s["experiment"], "dir": s["dir"], "wall_s": s["wall_s"]} for s in summaries], indent=1))
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if not isinstance(summary, dict):
+        summary = {}
+    for s in summaries:
+        summary[s["experiment"]] = {"mode": args.mode, "wall_s": round(s["wall_s"], 1)}
+    summary_path.write_text(json.dumps(summary, indent=1))
     return 0
 
 

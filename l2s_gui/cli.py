@@ -135,11 +135,72 @@ def cmd_train(args) -> int:
         overrides.append(f"training.device={args.device}")
     config_dir = Path(args.config).resolve().parent
     config = Config.from_dict(_absolute_data_paths(apply_overrides(data, overrides), config_dir))
-    run = RunFolder(args.run_dir)
-    run.check_can_create(args.overwrite)
-    trainer = Trainer(config, run=run)  # loads and checks the data before anything is written
-    run.create(config, overwrite=args.overwrite)
-    return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
+    rank, world = _init_distributed(config.training.device)
+    try:
+        run = RunFolder(args.run_dir)
+        _on_rank0(rank, world, lambda: run.check_can_create(args.overwrite))
+        # loads and checks the data before anything is written; only rank 0 writes the run folder
+        trainer = Trainer(config, run=run if rank == 0 else None)
+        if rank != 0:
+            for _ in trainer.run():  # events are only yielded (and written) on rank 0
+                pass
+            return 0
+        run.create(config, overwrite=args.overwrite)
+        return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _init_distributed(device: str) -> tuple[int, int]:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: NCCL on CUDA, each process on the
+    GPU of its LOCAL_RANK, else gloo. The Trainer then averages the phi and theta gradients across
+    ranks. Returns (rank, world size); (0, 1) without torchrun."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    from .device import resolve_device
+
+    backend = "gloo"
+    if resolve_device(device).type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise L2SError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s): "
+                           f"use --nproc_per_node <= {torch.cuda.device_count()}")
+        torch.cuda.set_device(local_rank)
+        backend = "nccl"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _on_rank0(rank: int, world: int, check) -> None:
+    """Run ``check`` on rank 0; when it raises, every rank stops (only rank 0 reports the error)."""
+    message = None
+    if rank == 0:
+        try:
+            check()
+        except L2SError as exc:
+            if world == 1:
+                raise
+            message = str(exc)
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [message]
+        dist.broadcast_object_list(box, src=0)
+        message = box[0]
+    if message is not None:
+        if rank == 0:
+            raise L2SError(message)
+        raise SystemExit(1)
 
 
 def _absolute_data_paths(data: dict, base: Path) -> dict:

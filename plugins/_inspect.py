@@ -82,8 +82,16 @@ def gallery(model, image: np.ndarray, n: int = 8, seed: int = 0, normalized: boo
 
 
 def apply_to_volume(model, volume: np.ndarray, seed: int = 0, normalized: bool = False,
-                    progress=None, cancelled=None, batch: int = 16) -> Optional[np.ndarray]:
-    """A_theta applied to a whole scan (slice by slice for a 2D model). None when cancelled."""
+                    progress=None, cancelled=None, batch: int = 16,
+                    affine: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """A_theta applied to a whole scan (slice by slice along the model's slice axis for a 2D model,
+    in RAS voxel order when ``affine`` is given, as in training). None when cancelled."""
+    ras, back = to_ras(volume, affine)
+    out = _apply(model, ras, seed, normalized, progress, cancelled, batch)
+    return None if out is None else back(out)
+
+
+def _apply(model, volume, seed, normalized, progress, cancelled, batch) -> Optional[np.ndarray]:
     import torch
 
     x = normalize(volume, normalized)
@@ -132,26 +140,33 @@ def mosaic(arrays: list[np.ndarray], columns: int = 4, gap: int = 2, fill: float
     return out
 
 
-def current_plane(layer, viewer) -> tuple[np.ndarray, list[int]]:
-    """The 2D slice of an image layer the viewer shows now, and the layer axes it spans."""
-    data = layer.data
+def plane_index(layer, viewer) -> tuple[tuple, bool]:
+    """Index (into the layer's data) of the 2D plane the viewer shows now, and whether that plane must
+    be transposed to match the display (rows = the first displayed axis)."""
     nd = layer.ndim
     if nd == 2:
-        return np.asarray(data), [0, 1]
+        return (slice(None), slice(None)), False
     world_displayed = list(viewer.dims.displayed)[-2:]
     offset = viewer.dims.ndim - nd
     axes = [a - offset for a in world_displayed if a - offset >= 0]
     if len(axes) != 2:
         axes = [nd - 2, nd - 1]
-    point = layer.world_to_data(viewer.dims.point[-nd:]) if hasattr(layer, "world_to_data") else [0] * nd
+    point = layer.world_to_data(viewer.dims.point[-nd:])
+    shape = layer.data.shape
     index: list = []
     for ax in range(nd):
         if ax in axes:
             index.append(slice(None))
         else:
-            index.append(int(np.clip(round(float(point[ax])), 0, data.shape[ax] - 1)))
-    plane = np.asarray(data[tuple(index)])
-    if axes[0] > axes[1]:
-        plane = plane.T
-        axes = axes[::-1]
-    return plane, axes
+            index.append(int(np.clip(round(float(point[ax])), 0, shape[ax] - 1)))
+    return tuple(index), axes[0] > axes[1]
+
+
+def to_ras(volume: np.ndarray, affine: Optional[np.ndarray]):
+    """(volume in RAS voxel order, undo function): the engine trains and segments in RAS order."""
+    if affine is None or np.ndim(volume) != 3:
+        return volume, (lambda a: a)
+    from l2s_gui.io import from_ras, to_ras as engine_to_ras
+
+    ras, _affine, transform = engine_to_ras(np.asarray(volume), np.asarray(affine, float))
+    return ras, (lambda a: from_ras(a, transform))

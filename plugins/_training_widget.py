@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
                             QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar, QPushButton,
                             QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
@@ -43,9 +43,15 @@ STALE_AFTER_S = 180.0
 _INSTANCES: "weakref.WeakSet[TrainingWidget]" = weakref.WeakSet()
 
 
+def _unwrap(viewer):
+    """napari hands plugin widgets a proxy of the viewer (one per widget): compare the real objects."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def training_widget_for(viewer) -> Optional["TrainingWidget"]:
+    target = _unwrap(viewer)
     for widget in list(_INSTANCES):
-        if widget.viewer is viewer:
+        if _unwrap(widget.viewer) is target:
             return widget
     return None
 
@@ -144,7 +150,7 @@ class TrainingWidget(QWidget):
         self.watcher.state_changed.connect(self._on_state)
         self.watcher.preview_arrived.connect(self._on_preview)
         self.watcher.restarted.connect(self._on_restarted)
-        self.previews = PreviewLayers(napari_viewer)
+        self.previews = PreviewLayers(napari_viewer, rotate=True)
         self.plots: Optional[TrainingPlots] = None
         self._plots_dock = None
         self.run_dir: Optional[Path] = None
@@ -311,6 +317,11 @@ class TrainingWidget(QWidget):
         form.addRow("label table", self.label_table_combo)
         v.addLayout(form)
         layout.addWidget(box)
+        sample = QPushButton("Use the built-in sample (files)")
+        sample.setToolTip("Fill the inputs with the built-in sample: deformed label maps for synthesis and "
+                          "three real T1 + labels pairs (MNI152 from nilearn, written once to the cache)")
+        sample.clicked.connect(self.use_sample)
+        layout.addWidget(sample)
         layout.addStretch(1)
         for combo in (self.scan_combo, self.labels_combo):
             combo.layer_changed.connect(self._update_buttons)
@@ -566,6 +577,18 @@ class TrainingWidget(QWidget):
                 cell.setData(Qt.ItemDataRole.UserRole, ("layer", item.name))
             self.pairs_table.setItem(row, col, cell)
         self._update_buttons()
+
+    def use_sample(self) -> bool:
+        """Inputs and settings of the engine's demo (``l2s_gui.sample_data.sample_config``)."""
+        try:
+            from l2s_gui.sample_data import sample_config
+
+            config = sample_config()
+        except Exception as exc:  # noqa: BLE001
+            notify_error(error_text(exc))
+            return False
+        self.apply_settings(config)
+        return True
 
     def _add_layer_pair(self) -> None:
         scan, labels = self.scan_combo.layer(), self.labels_combo.layer()
@@ -1203,7 +1226,8 @@ class TrainingWidget(QWidget):
 
     # ------------------------------------------------------------------------------------ inspect
     def _inspect_input(self, model):
-        """(array, normalized?, geometry) for the chosen source; geometry None -> preview tiles."""
+        """(image producer for the worker, source layer or None): None -> the result goes in tiles
+        under the previews; a layer -> volumes placed beside it with its geometry (3D models)."""
         source = self.inspect_source.currentText()
         if source in ("synthetic preview", "real preview"):
             if self.last_preview is None:
@@ -1211,19 +1235,26 @@ class TrainingWidget(QWidget):
             key = "synthetic" if source == "synthetic preview" else "real"
             if model.ndim == 3:
                 raise ValueError("the model is 3D: choose 'image layer' to inspect it on a volume")
-            return np.asarray(self.last_preview[key], np.float32), True, None
+            image = np.asarray(self.last_preview[key], np.float32)
+            return (lambda: (image, True)), None
         layer = self.inspect_layer.layer()
         if layer is None:
             raise ValueError("open an image layer first")
+        data = layer.data
         if model.ndim == 2:
-            from ._inspect import current_plane
+            from ._inspect import normalize, plane_index
 
-            plane, axes = current_plane(layer, self.viewer)
-            return plane, False, None
-        data = np.asarray(layer.data)
-        if data.ndim != 3:
-            raise ValueError(f"the model is 3D but layer '{layer.name}' is {data.ndim}D")
-        return data, False, layer
+            index, transpose = plane_index(layer, self.viewer)
+
+            def plane():
+                volume = normalize(np.asarray(data))  # whole volume, as in training
+                p = np.asarray(volume[index], np.float32)
+                return (p.T if transpose else p), True
+
+            return plane, None
+        if np.ndim(data) != 3:
+            raise ValueError(f"the model is 3D but layer '{layer.name}' is {np.ndim(data)}D")
+        return (lambda: (np.asarray(data), False)), layer
 
     def _run_inspect(self, what: str) -> None:
         path = self.inspect_model_path_resolved()
@@ -1236,7 +1267,7 @@ class TrainingWidget(QWidget):
             from ._inspect import load_model_cached
 
             model = load_model_cached(path)
-            image, normalized, layer = self._inspect_input(model)
+            produce, layer = self._inspect_input(model)
         except Exception as exc:  # noqa: BLE001
             notify_error(error_text(exc))
             return
@@ -1246,6 +1277,7 @@ class TrainingWidget(QWidget):
 
         @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
+            image, normalized = produce()
             if what == "components":
                 return _inspect.components(model, image, seed=seed, normalized=normalized)
             return _inspect.gallery(model, image, n=n, seed=seed, normalized=normalized)
@@ -1361,10 +1393,11 @@ class TrainingWidget(QWidget):
 
         data = np.asarray(layer.data)
         seed = int(self.inspect_seed.value())
+        affine = layer_affine(layer) if data.ndim == 3 else None
 
         @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
-            return apply_to_volume(model, data, seed=seed)
+            return apply_to_volume(model, data, seed=seed, affine=affine)
 
         def done(result):
             if result is None:

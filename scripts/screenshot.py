@@ -33,10 +33,26 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
         loop.exec()
 
 
+def fit_visible(viewer, margin: float = 0.04) -> None:
+    """Centre and zoom the 2D view on the visible layers only (reset_view also counts hidden ones)."""
+    import numpy as np
+
+    boxes = [np.asarray(layer.extent.world, float)[:, -2:] for layer in viewer.layers if layer.visible]
+    if not boxes:
+        return
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    size = np.maximum(hi - lo, 1e-6) * (1 + 2 * margin)
+    canvas = np.asarray(viewer.window._qt_viewer.canvas.size, float)  # (height, width) in pixels
+    camera = viewer.camera
+    camera.center = tuple(list(camera.center[:-2]) + list((lo + hi) / 2))
+    camera.zoom = float(np.min(canvas / size))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=160)
     p.add_argument("--size", default="1680x1050", help="window size WxH")
     p.add_argument("--run-dir", help="run folder (default: a temporary folder)")
     p.add_argument("--theme", default="dark")
@@ -44,9 +60,11 @@ def main(argv=None) -> int:
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     import napari
-    import numpy as np
 
+    import l2s_napari._training_widget as training_widget
     from l2s_napari._layers import find_role
+
+    training_widget.notify_info = lambda message: print(f"screenshot: {message}")  # no toast in the picture
 
     viewer = napari.Viewer(title="napari · Learn2Synth", show=True)
     viewer.theme = args.theme
@@ -59,17 +77,9 @@ def main(argv=None) -> int:
 
     _, seg_widget = viewer.window.add_plugin_dock_widget("l2s-gui", "Segment", tabify=False)
     _, widget = viewer.window.add_plugin_dock_widget("l2s-gui", "Learn2Synth training", tabify=True)
-    widget.add_pair(scan, labels)
-    try:
-        from l2s_gui.sample_data import sample_config
-
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = sample_config(Path(tmp))
-        for key in ("label_maps", "real_images", "real_labels"):
-            cfg.get("data", {}).pop(key, None)
-        widget.apply_settings(cfg)
-    except Exception as exc:  # noqa: BLE001 - the widget defaults work too
-        print(f"screenshot: using the widget defaults ({exc})", file=sys.stderr)
+    # the sample's files: deformed label maps for synthesis, three real pairs (train + validation)
+    if not widget.use_sample():
+        widget.add_pair(scan, labels)
     widget.steps.setValue(args.steps)
     widget.preview_every.setValue(10)
     widget.val_every.setValue(20)
@@ -104,7 +114,7 @@ def main(argv=None) -> int:
     if seg_widget.result_layer is not None:
         seg_widget.result_layer.visible = False
     widget.plots.flush()
-    viewer.reset_view()
+    fit_visible(viewer)
     wait_until(lambda: True, 1, "")
     loop_end = time.perf_counter() + 1.5
     wait_until(lambda: time.perf_counter() > loop_end, 5, "the last repaint")

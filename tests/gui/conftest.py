@@ -14,7 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-from gui_support import NO_GUI, make_volumes  # noqa: E402  (tests/gui is on sys.path)
+from gui_support import NO_GUI, make_volumes, train_tiny_model  # noqa: E402  (tests/gui is on sys.path)
+
+TINY_VALUES = (2, 41, 17)  # FreeSurfer-like label values: classes 1..3 stand for these
 
 if NO_GUI:
     # do not import the test modules (they import napari); test_gui_available.py reports the reason
@@ -42,3 +44,13 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def volumes(tmp_path):
     return make_volumes(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A tiny 2D model trained once with the CLI (labels 2/41/17, an oblique affine); its data are in
+    ``tiny_run.parent / "data"``."""
+    import numpy as np
+
+    affine = np.array([[1.2, 0, 0, -20.0], [0, 0.9, 0.1, 12.0], [0, -0.1, 1.1, -18.0], [0, 0, 0, 1]])
+    return train_tiny_model(tmp_path_factory.mktemp("tiny"), steps=4, ndim=2, values=TINY_VALUES, affine=affine)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_support import train_tiny_model
 
 import l2s_napari._training_widget as tw
 from l2s_napari._layers import find_role
 from l2s_napari._training_widget import TrainingWidget
 
 
-@pytest.fixture(scope="module")
-def run_2d(tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("inspect2d"), steps=4, ndim=2)
+@pytest.fixture
+def run_2d(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture
@@ -37,7 +36,8 @@ def test_inspect_components_gallery_and_apply(qtbot, make_napari_viewer, run_2d,
     widget.show_components()
     qtbot.waitUntil(lambda: find_role(viewer, "inspect_noise") is not None, timeout=30_000)
     inu, noise = find_role(viewer, "inspect_inu_field"), find_role(viewer, "inspect_noise")
-    assert inu is not None and inu.data.shape == widget.last_preview["synthetic"].shape
+    # previews are shown rotated (RAS: superior up), the inspection tiles beside them too
+    assert inu is not None and inu.data.shape == np.rot90(widget.last_preview["synthetic"]).shape
     assert float(inu.data.min()) > 0 and np.std(noise.data) > 0
     # again: updated in place
     n_layers = len(viewer.layers)

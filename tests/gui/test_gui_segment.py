@@ -6,19 +6,17 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from gui_support import train_tiny_model
 
 import l2s_napari._segment_widget as sw
 from l2s_napari._segment_widget import CURRENT_RUN, MODEL_FILE, SegmentWidget
 from l2s_napari._training_widget import TrainingWidget
 
-VALUES = (2, 41, 17)  # FreeSurfer-like values: classes 1..3 stand for these
+VALUES = (2, 41, 17)  # the tiny model's label values (conftest.TINY_VALUES): classes 1..3 stand for these
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    affine = np.array([[1.2, 0, 0, -20.0], [0, 0.9, 0.1, 12.0], [0, -0.1, 1.1, -18.0], [0, 0, 0, 1]])
-    return train_tiny_model(tmp_path_factory.mktemp("segment"), steps=4, ndim=2, values=VALUES, affine=affine)
+@pytest.fixture
+def run_dir(tiny_run):
+    return tiny_run
 
 
 @pytest.fixture

@@ -1,0 +1,40 @@
+"""Sample data: the engine's built-in T1 + labels from the plugin's menu entry, no network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from l2s_napari._training_widget import TrainingWidget
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(tmp_path_factory, monkeypatch):
+    """Write the sample once per session (it is derived from nilearn's bundled templates)."""
+    root = tmp_path_factory.getbasetemp() / "l2s_cache"
+    monkeypatch.setenv("L2S_CACHE_DIR", str(root))
+
+
+def test_sample_data_menu(make_napari_viewer):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("l2s-gui", "t1_labels")
+    kinds = sorted(type(layer).__name__ for layer in layers)
+    assert kinds == ["Image", "Labels"]
+    scan = next(layer for layer in layers if type(layer).__name__ == "Image")
+    labels = next(layer for layer in layers if type(layer).__name__ == "Labels")
+    assert scan.data.shape == labels.data.shape and scan.data.ndim == 3
+    assert set(np.unique(labels.data).tolist()) == {0, 2, 3, 24}  # FreeSurfer WM / GM / CSF ids
+    np.testing.assert_allclose(scan.scale, [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(scan.metadata["affine"], labels.metadata["affine"])
+    np.testing.assert_allclose(scan.translate, scan.metadata["affine"][:3, 3])
+
+
+def test_training_widget_uses_the_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = TrainingWidget(viewer)
+    assert not widget.start_button.isEnabled()
+    assert widget.use_sample()
+    assert widget.pairs_table.rowCount() == 3
+    assert any(kind == "path" for kind, _ in widget.synth_list.sources())
+    assert widget.widths_edit.text() == "8 16 32"
+    assert widget.start_button.isEnabled(), widget.start_button.toolTip()
