@@ -82,6 +82,7 @@ class TrainingPlots(QWidget):
             plot.setDownsampling(auto=True, mode="peak")
         self.dice_plot.setYRange(0, 1, padding=0.02)
         self.series: dict[str, _Series] = {}
+        self.label_names: dict[str, str] = {}
         self.curves: dict[str, Any] = {}
         self._colors = theme_colors(theme)
         self.set_theme(theme)
@@ -185,6 +186,10 @@ class TrainingPlots(QWidget):
         if key in names:
             return names[key]
         if key.startswith("dice_"):
+            name = self.label_names.get(key[5:])
+            if name:
+                name = name.replace("Left-", "").replace("Cerebral-", "")
+                return f"{key[5:]} {name[:16]}"
             return f"label {key[5:]}"
         if key.startswith("c_"):
             return f"c{key[2:]}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import socket
 import time
 import weakref
@@ -791,7 +792,7 @@ class TrainingWidget(QWidget):
         data = self.settings_dict()
         method = data["training"]["method"]
         synth = self.synth_list.sources() if method != "supervised" else []
-        pairs = self._pairs() if method != "synthseg" or self._pairs() else []
+        pairs = self._pairs()  # synthseg: optional, then used for validation only
         # check the layers before writing anything
         for kind, item in synth:
             if kind == "layer":
@@ -820,6 +821,8 @@ class TrainingWidget(QWidget):
                              real_images=["x"] * len(resolved_pairs), real_labels=["x"] * len(resolved_pairs))
         check_data_present(Config.from_dict(probe))
 
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == ["inputs"]:
+            shutil.rmtree(run_dir / "inputs")  # a start of ours that failed before the run began
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             raise ValueError(f"{run_dir}: run folder exists and is not empty; choose a new folder "
                              f"(or Open run… to resume it)")
@@ -1041,6 +1044,9 @@ class TrainingWidget(QWidget):
 
     def _on_events(self, events: list[dict[str, Any]]) -> None:
         if self.plots is not None:
+            for e in events:
+                if e.get("kind") == "start" and e.get("label_values"):
+                    self.plots.label_names = self._label_names(e["label_values"])
             self.plots.add_events(events)
         for e in events:
             kind = e.get("kind")
@@ -1054,6 +1060,21 @@ class TrainingWidget(QWidget):
             elif kind == "validation":
                 self._last_dice = e.get("mean_dice")
         self._update_progress()
+
+    def _label_names(self, values: list) -> dict[str, str]:
+        """value -> name for the plot legends, from the run's label table setting."""
+        try:
+            from l2s_gui.labels import LabelTable, load_label_table
+
+            spec = "auto"
+            if self.run_dir is not None and (self.run_dir / "config.yaml").is_file():
+                from l2s_gui.config import read_config_file
+
+                spec = str((read_config_file(self.run_dir / "config.yaml").get("data") or {}).get("label_table", "auto"))
+            table = LabelTable.from_values(values) if spec == "auto" else load_label_table(spec)
+            return {str(v): n for v, n in zip(table.values, table.names)}
+        except Exception:  # noqa: BLE001 - names are cosmetic
+            return {}
 
     def _on_state(self, state: dict[str, Any]) -> None:
         old = self.state.get("status")

@@ -44,7 +44,7 @@ def fit_visible(viewer, margin: float = 0.04) -> None:
     hi = np.max([b[1] for b in boxes], axis=0)
     size = np.maximum(hi - lo, 1e-6) * (1 + 2 * margin)
     canvas = np.asarray(viewer.window._qt_viewer.canvas.size, float)  # (height, width) in pixels
-    camera = viewer.camera
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.center = tuple(list(camera.center[:-2]) + list((lo + hi) / 2))
     camera.zoom = float(np.min(canvas / size))
 
@@ -52,7 +52,7 @@ def fit_visible(viewer, margin: float = 0.04) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    p.add_argument("--steps", type=int, default=160)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--size", default="1680x1050", help="window size WxH")
     p.add_argument("--run-dir", help="run folder (default: a temporary folder)")
     p.add_argument("--theme", default="dark")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         widget.add_pair(scan, labels)
     widget.steps.setValue(args.steps)
     widget.preview_every.setValue(10)
-    widget.val_every.setValue(20)
+    widget.val_every.setValue(25)
     widget.checkpoint_every.setValue(max(10, args.steps // 2))
     widget.device_combo.setCurrentText("cpu")
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="l2s_screenshot_")) / "run"
@@ -114,6 +114,10 @@ def main(argv=None) -> int:
     if seg_widget.result_layer is not None:
         seg_widget.result_layer.visible = False
     widget.plots.flush()
+    augmented = find_role(viewer, "preview_augmented")
+    if augmented is not None:
+        viewer.layers.selection.active = augmented  # image controls on the left
+    widget.tabs.setCurrentIndex(3)  # the Inspect tab
     fit_visible(viewer)
     wait_until(lambda: True, 1, "")
     loop_end = time.perf_counter() + 1.5

@@ -184,9 +184,15 @@ def test_bad_inputs_notify_and_keep_viewer_usable(qtbot, loaded, tmp_path, error
     assert "bad_labels.nii.gz" in errors[-1]
     assert widget.start_button.isEnabled()
     viewer.add_points(np.zeros((1, 3)))  # viewer still usable
-    # a run folder that is not empty is refused before anything starts
+    # the failed start can be retried in the same folder (only our inputs/ were written there) ...
+    assert [p.name for p in (tmp_path / "badrun").iterdir()] == ["inputs"]
+    # ... but a folder holding anything else is refused before anything starts
+    other = tmp_path / "busy"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    widget.run_edit.setText(str(other))
     assert not widget.start()
-    assert "not empty" in errors[-1]
+    assert "not empty" in errors[-1] and not widget.process.is_running()
 
 
 def test_close_during_training_stops_cleanly(qtbot, loaded, tmp_path, errors):
