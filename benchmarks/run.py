@@ -299,11 +299,15 @@ def make_config(cfg: BenchConfig, device: str, method: str = "learn2synth", **tr
 
 
 def make_trainer(cfg: BenchConfig, data: TrainingData, device: str, method: str = "learn2synth",
-                 activation: Optional[str] = None, **training) -> Trainer:
+                 activation: Optional[str] = None, channels_last: bool = False, **training) -> Trainer:
     config = make_config(cfg, device, method, **training)
     if activation:
         config.network.activation = activation
-    return Trainer(config, run=None, data=data)
+    trainer = Trainer(config, run=None, data=data)
+    if channels_last:  # weights in channels-last order: convolutions then run channels-last
+        fmt_ = torch.channels_last if cfg.ndim == 2 else torch.channels_last_3d
+        trainer.net.to(memory_format=fmt_)
+    return trainer
 
 
 def flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -319,7 +323,8 @@ def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
 def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, preset: Preset, args,
                 memory: PeakMemory) -> dict:
     """Plain step vs hyper-step per mode on a fixed batch; agreement; peak memory."""
-    trainer = make_trainer(cfg, data, str(device), activation=args.activation, hyper_every=1, hyper_start=0)
+    trainer = make_trainer(cfg, data, str(device), activation=args.activation, channels_last=args.channels_last,
+                           hyper_every=1, hyper_start=0)
     x, y, draw = trainer._synthetic_batch()
     x_real, y_real = trainer._real_batch()
     trainer._synthetic_batch = lambda: (x, y, draw)          # fixed batch: synthesis out of the timing
@@ -387,13 +392,16 @@ def bench_end_to_end(cfg: BenchConfig, data: TrainingData, device: torch.device,
     """Trainer.train_step with synthesis on the device: learn2synth (default interval, and every
     ``--amortise`` steps) vs synthseg; it/s and synthesis share."""
     variants = {
-        "synthseg": make_trainer(cfg, data, str(device), method="synthseg", activation=args.activation),
-        "learn2synth": make_trainer(cfg, data, str(device), activation=args.activation),
+        "synthseg": make_trainer(cfg, data, str(device), method="synthseg", activation=args.activation,
+                                 channels_last=args.channels_last),
+        "learn2synth": make_trainer(cfg, data, str(device), activation=args.activation,
+                                    channels_last=args.channels_last),
     }
     default_every = variants["learn2synth"].cfg.training.hyper_every
     if args.amortise and args.amortise != default_every:
         variants[f"learn2synth_every_{args.amortise}"] = make_trainer(
-            cfg, data, str(device), activation=args.activation, hyper_every=args.amortise)
+            cfg, data, str(device), activation=args.activation, channels_last=args.channels_last,
+            hyper_every=args.amortise)
     synth_ms = {k: 0.0 for k in variants}
     counting = {"on": False}
 
@@ -486,7 +494,8 @@ def markdown(result: dict) -> str:
     meta = result["meta"]
     lines = [f"# Benchmarks: {meta['device_name']}", "",
              f"- device: `{meta['device']}` ({meta['device_name']}), torch {meta['torch']}, preset `{meta['preset']}`"
-             f" ({meta['preset_note']}), activation {meta['activation']}",
+             f" ({meta['preset_note']}), activation {meta['activation']}"
+             + (", channels-last" if meta.get("channels_last") else ""),
              f"- {meta['warmup']} warm-up + {meta['repeats']} timed rounds, variants round-robin, medians;"
              f" load average before/after: {meta['load_before']} / {meta['load_after']}",
              f"- memory: {meta['memory_method']}",
@@ -572,6 +581,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, help="warm-up rounds (default from the preset)")
     p.add_argument("--activation", default="elu", choices=["elu", "relu", "leaky_relu"],
                    help="network activation (default elu, the product default; GUIDE Sec. 3 used relu)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="network weights in channels-last memory order (GUIDE Sec. 3 used it with bf16)")
     p.add_argument("--amortise", type=int, default=10,
                    help="also time learn2synth with a hyper-step every k steps (0: skip)")
     p.add_argument("--skip", action="append", default=[], choices=["steps", "e2e", "seg"],
@@ -614,7 +625,8 @@ def main(argv=None) -> int:
         "device": str(device), "device_slug": device_slug(device), "device_name": device_name(device),
         "torch": torch.__version__, "python": platform.python_version(), "preset": preset_name,
         "preset_note": preset.note, "warmup": preset.warmup, "repeats": preset.repeats,
-        "activation": args.activation, "modes": args.modes, "memory_method": memory.method,
+        "activation": args.activation, "channels_last": args.channels_last, "modes": args.modes,
+        "memory_method": memory.method,
         "load_before": load_average(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)},
         "configs": []}

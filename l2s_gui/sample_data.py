@@ -38,7 +38,7 @@ from .io import Volume, load_label_map, load_scan, save_volume
 __all__ = ["sample_paths", "load_sample", "sample_config", "make_sample_arrays", "default_cache_dir",
            "SAMPLE_VERSION"]
 
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 WM, GM, CSF = 2, 3, 24
 
 
@@ -75,6 +75,9 @@ def make_sample_arrays(resolution: int = 2) -> tuple[np.ndarray, np.ndarray, np.
     labels = np.choose(winner, [WM, GM, CSF]).astype(np.int32)
     labels[~inside] = 0
     t1_data[~np.isfinite(t1_data)] = 0
+    # skull-stripped, like the label maps (which label nothing outside the brain): synthetic images
+    # have no skull or scalp, so an unstripped real scan would be a gap no learned noise/INU can close
+    t1_data[~inside] = 0
     return t1_data, labels, np.asarray(t1.affine, dtype=np.float64), t1.header
 
 
@@ -197,6 +200,7 @@ def sample_config(out_dir: Path | str | None = None) -> dict[str, Any]:
             "batch_size": 4,
         },
         "network": {"widths": [8, 16, 32]},
-        "training": {"steps": 200, "val_every": 25, "preview_every": 10, "checkpoint_every": 100,
-                     "log_every": 1, "seed": 0},
+        "augmentation": {"sigma_init": 0.05},
+        "training": {"steps": 200, "hyper_start": 100, "lr_segmentation": 3e-3, "lr_augmentation": 3e-3,
+                     "val_every": 25, "preview_every": 10, "checkpoint_every": 100, "log_every": 1, "seed": 0},
     }
