@@ -52,10 +52,11 @@ def fit_visible(viewer, margin: float = 0.04) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=400)
     p.add_argument("--size", default="1680x1050", help="window size WxH")
     p.add_argument("--run-dir", help="run folder (default: a temporary folder)")
     p.add_argument("--theme", default="dark")
+    p.add_argument("--timeout-min", type=float, default=60, help="give up on the training after this long")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -92,7 +93,11 @@ def main(argv=None) -> int:
     if not widget.start():
         print("screenshot: training did not start", file=sys.stderr)
         return 1
-    wait_until(lambda: not widget.process.is_running(), 30 * 60, "the training")
+    try:
+        wait_until(lambda: not widget.process.is_running(), args.timeout_min * 60, "the training")
+    except TimeoutError:
+        widget.shutdown()  # stop the training process cleanly (checkpoint), then give up
+        raise
     wait_until(lambda: widget.state.get("status") in ("finished", "stopped", "error"), 30, "the final state")
     if widget.state.get("status") == "error":
         print(f"screenshot: training failed: {widget.state.get('message')}", file=sys.stderr)
