@@ -129,7 +129,7 @@ PRESETS: dict[str, Preset] = {
             BenchConfig("3d-64-12ch-bf16", 3, 64, 1, (12, 24, 48, 96), 8, precision="bf16",
                         description="3D 64^3, batch 1, 12 base channels, bf16 autocast"),
         ],
-        warmup=1, repeats=5, e2e_warmup=10, e2e_steps=20, seg_repeats=1,
+        warmup=1, repeats=5, e2e_warmup=10, e2e_steps=10, seg_repeats=1,
         note="GUIDE Sec. 3 shapes scaled down for a CPU"),
     # CI: checks that the script runs and writes its files (timings meaningless)
     "tiny": Preset(
