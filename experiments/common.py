@@ -180,10 +180,11 @@ def build_test_sets(cfg: Config, test_files: list[str], presets: list[dict], n_i
     dcfg = DataConfig(label_maps=list(test_files), label_table=cfg.data.label_table, ndim=cfg.data.ndim,
                       slice_axis=cfg.data.slice_axis, patch_size=list(cfg.data.patch_size), batch_size=1)
     data = TrainingData.from_config(dcfg, seed=seed, need_label_maps=True, need_real=False)
-    synth = build_generator(cfg.synthesis, data.n_classes, cfg.data.ndim).to(device)
+    synth = build_generator(cfg.synthesis, data.n_generation_labels, cfg.data.ndim,
+                            data.generation_classes).to(device)
     g_data = torch.Generator().manual_seed(seed)
     g_dev = torch.Generator(device=device).manual_seed(seed)
-    labels = data.sample_label_batch(n_images, g_data, device)
+    labels = data.sample_generation_batch(n_images, g_data, device)
     x, y = synth(labels, g_dev)
     out = {}
     for p in presets:

@@ -6,6 +6,12 @@ Loading (``TrainingData.from_config``):
 - Every volume is reoriented to the closest RAS voxel order (axis permutations/flips only, no
   resampling), so ``data.slice_axis`` means the same anatomical plane for every file
   (0 sagittal, 1 coronal, 2 axial). :mod:`l2s_gui.segment` does the same to new scans.
+- Label maps for synthesis keep every original label value as its own *generation label*
+  (SynthSeg's generation vs segmentation labels): each structure gets its own random intensity
+  even when the label table merges it with others (e.g. FreeSurfer -> the paper's 4 classes) or
+  sends it to background (``"unlisted": "background"``). :attr:`TrainingData.generation_classes`
+  maps generation labels to training classes; :func:`l2s_gui.synthesis.build_generator` applies it
+  to the deformed maps, so the network's targets are classes.
 - Label values become contiguous classes through the label table (``data.label_table``; 'auto' is
   the union of the values found in every label map *and* real label map listed in the config, so
   the class set does not depend on the training method). Class arrays are kept in memory as uint8
@@ -92,16 +98,18 @@ def _compress(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Volumes:
     """Class volumes with their foreground bookkeeping for fast sampling."""
 
-    def __init__(self, labels: list[Tensor], images: list[Tensor] | None, slice_axis: int, names: list[str]):
+    def __init__(self, labels: list[Tensor], images: list[Tensor] | None, slice_axis: int, names: list[str],
+                 is_foreground: Tensor | None = None):
         self.labels = labels
         self.images = images
         self.slice_axis = slice_axis
         self.names = names
+        self.is_foreground = is_foreground  # bool per stored id (generation labels); None: id != 0
         # 2D: every (volume, slice) holding foreground
         entries = []
         for i, lab in enumerate(labels):
             other = tuple(d for d in range(3) if d != slice_axis)
-            fg = lab.ne(0).any(dim=other[1]).any(dim=other[0])
+            fg = self.foreground(lab).any(dim=other[1]).any(dim=other[0])
             idx = torch.nonzero(fg).flatten()
             if idx.numel() == 0:
                 raise InputError(f"{names[i]}: no foreground left after applying the label table "
@@ -110,7 +118,13 @@ class _Volumes:
         self.slices = torch.cat(entries) if entries else torch.zeros((0, 2), dtype=torch.long)
         # 3D: foreground voxels on a coarse grid
         s = _COORD_STRIDE
-        self.coords = [torch.nonzero(lab[::s, ::s, ::s]).to(torch.int32) * s for lab in labels]
+        self.coords = [torch.nonzero(self.foreground(lab[::s, ::s, ::s])).to(torch.int32) * s for lab in labels]
+
+    def foreground(self, lab: Tensor) -> Tensor:
+        """Boolean mask of the voxels whose class is not background."""
+        if self.is_foreground is None:
+            return lab.ne(0)
+        return self.is_foreground[lab.long()]
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -146,8 +160,15 @@ class TrainingData:
 
     def __init__(self, table: LabelTable, ndim: int, slice_axis: int, spatial_shape: Sequence[int],
                  patch_mode: bool, label_maps: list[Tensor], label_map_paths: list[Path],
-                 train: list[RealPair], val: list[RealPair], seed: int = 0):
+                 train: list[RealPair], val: list[RealPair], seed: int = 0,
+                 generation_classes: Tensor | None = None):
+        """``label_maps`` hold generation labels when ``generation_classes`` (generation label ->
+        class, int64) is given, else classes."""
         self.table = table
+        n_gen = int(max((int(m.max()) for m in label_maps), default=0)) + 1
+        if generation_classes is None:
+            generation_classes = torch.arange(max(n_gen, table.n_classes))
+        self.generation_classes = generation_classes.to(torch.int64)
         self.ndim = int(ndim)
         self.slice_axis = int(slice_axis)
         self.spatial_shape = [int(s) for s in spatial_shape]
@@ -156,7 +177,8 @@ class TrainingData:
         self.train_pairs = list(train)
         self.val_pairs = list(val)
         self.seed = int(seed)
-        self._maps = _Volumes(label_maps, None, self.slice_axis, [str(p) for p in label_map_paths])
+        self._maps = _Volumes(label_maps, None, self.slice_axis, [str(p) for p in label_map_paths],
+                              is_foreground=self.generation_classes.ne(0))
         self._train = _Volumes([p.labels for p in train], [p.image for p in train], self.slice_axis,
                                [str(p.label_path) for p in train])
         self._val = _Volumes([p.labels for p in val], [p.image for p in val], self.slice_axis,
@@ -224,7 +246,17 @@ class TrainingData:
             classes = table.to_classes(values, source=source)
             return torch.from_numpy(classes[index.astype(np.intp, copy=False)]).to(cdtype)
 
-        maps = [to_tensor(v, idx, p) for p, v, idx in compact] if need_label_maps else []
+        maps: list[Tensor] = []
+        generation_classes = None
+        if need_label_maps:
+            for path, values, _ in compact:
+                table.to_classes(values, source=path)  # every value must be known to the table
+            gen_values = np.unique(np.concatenate([np.zeros(1, np.int64)] + [v.astype(np.int64) for _, v, _ in compact]))
+            generation_classes = torch.from_numpy(table.to_classes(gen_values)).to(torch.int64)
+            gdtype = _class_dtype(len(gen_values))
+            for _, values, index in compact:
+                gen_ids = np.searchsorted(gen_values, values.astype(np.int64))
+                maps.append(torch.from_numpy(gen_ids[index.astype(np.intp, copy=False)]).to(gdtype))
         real: list[RealPair] = []
         if need_real:
             for ip, lp, image, values, index in real_compact:
@@ -245,7 +277,7 @@ class TrainingData:
                 shapes = [tuple(s for d, s in enumerate(sh) if d != axis) for sh in shapes]
             spatial = [_round_up(max(sh[d] for sh in shapes), max(int(pad_multiple), 1)) for d in range(ndim)]
         return cls(table, ndim, axis, spatial, bool(cfg.patch_size), maps, [p for p, _, _ in compact] if maps else [],
-                   train, val, seed)
+                   train, val, seed, generation_classes)
 
     # ------------------------------------------------------------------ counts
     @property
@@ -288,7 +320,7 @@ class TrainingData:
             center = None
             if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                 if fg_always or float(torch.rand((1,), generator=generator)) < FOREGROUND_BIAS:
-                    nz = torch.nonzero(lab)
+                    nz = torch.nonzero(vols.foreground(lab))
                     center = nz[int(torch.randint(0, len(nz), (1,), generator=generator))].tolist()
         else:
             v = int(torch.randint(0, len(vols), (1,), generator=generator))
@@ -305,13 +337,24 @@ class TrainingData:
         out = _fit(parts, self.spatial_shape, center, generator)
         return (out[1] if img is not None else None), out[0]
 
-    def sample_label_batch(self, batch_size: int, generator: torch.Generator,
-                           device: torch.device | str = "cpu") -> Tensor:
-        """Label maps for synthesis: LongTensor (B, *spatial_shape) of classes on ``device``."""
+    @property
+    def n_generation_labels(self) -> int:
+        """Number of generation labels (distinct original values in the label maps, 0 included)."""
+        return int(self.generation_classes.numel())
+
+    def sample_generation_batch(self, batch_size: int, generator: torch.Generator,
+                                device: torch.device | str = "cpu") -> Tensor:
+        """Label maps for synthesis: LongTensor (B, *spatial_shape) of generation labels on ``device``."""
         if not self.n_label_maps:
             raise RuntimeError("no label maps were loaded (need_label_maps=False)")
         labs = [self._draw(self._maps, generator, False)[1] for _ in range(batch_size)]
         return torch.stack(labs).to(device).long()
+
+    def sample_label_batch(self, batch_size: int, generator: torch.Generator,
+                           device: torch.device | str = "cpu") -> Tensor:
+        """Label maps as training classes: LongTensor (B, *spatial_shape) on ``device``."""
+        gen = self.sample_generation_batch(batch_size, generator, device)
+        return self.generation_classes.to(gen.device)[gen]
 
     def sample_real_batch(self, batch_size: int, generator: torch.Generator,
                           device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -346,7 +389,7 @@ class TrainingData:
                     img = vols.images[v].select(self.slice_axis, s)
                     center = None
                     if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
-                        nz = torch.nonzero(lab)
+                        nz = torch.nonzero(vols.foreground(lab))
                         center = nz[int(torch.randint(0, len(nz), (1,), generator=g))].tolist()
                     lab, img = _fit([lab, img], self.spatial_shape, center, g)
                     items.append((img, lab))

@@ -92,7 +92,8 @@ class Trainer:
         self.n_classes = self.data.n_classes
         self.net = build_network(config, self.n_classes).to(self.device)
         self.aug = build_augmentation(config.augmentation, config.data.ndim).to(self.device)
-        self.synth = build_generator(config.synthesis, self.n_classes, config.data.ndim).to(self.device)
+        self.synth = build_generator(config.synthesis, self.data.n_generation_labels, config.data.ndim,
+                                     self.data.generation_classes).to(self.device)
         self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
         self._val_cache: Optional[tuple[Tensor, Tensor]] = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
@@ -158,7 +159,7 @@ class Trainer:
                 dist.broadcast(p.data, src=0)
 
     def _synthetic_batch(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        labels = self.data.sample_label_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+        labels = self.data.sample_generation_batch(self.cfg.data.batch_size, self.gen_data, self.device)
         with torch.no_grad():
             x, y = self.synth(labels, self.gen_device)
             draw = self.aug.sample(x, self.gen_device)
@@ -168,7 +169,7 @@ class Trainer:
         """Real training pairs, or (recovery experiments) synthetic images with preset corruption."""
         if self.corruption is None:
             return self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
-        labels = self.data.sample_label_batch(self.cfg.data.batch_size, self.gen_data, self.device)
+        labels = self.data.sample_generation_batch(self.cfg.data.batch_size, self.gen_data, self.device)
         with torch.no_grad():
             x, y = self.synth(labels, self.gen_device)
             return self.corruption(x, self.gen_device), y
@@ -182,7 +183,7 @@ class Trainer:
                 images, labels = [], []
                 with torch.no_grad():
                     for _ in range(self.cfg.recovery.val_batches):
-                        maps = self.data.sample_label_batch(self.cfg.data.batch_size, gen_data, self.device)
+                        maps = self.data.sample_generation_batch(self.cfg.data.batch_size, gen_data, self.device)
                         x, y = self.synth(maps, gen_device)
                         images.append(self.corruption(x, gen_device))
                         labels.append(y)

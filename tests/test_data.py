@@ -165,6 +165,36 @@ def test_fixed_table_merges(root):
     assert set(td.sample_label_batch(8, g).unique().tolist()) <= {0, 1, 2, 3}
 
 
+def test_merged_structures_keep_their_own_generation_labels(tmp_path):
+    """SynthSeg's generation vs segmentation labels: with a merge table, structures merged into one
+    class (left/right white matter 2/41) are still separate generation labels with their own random
+    intensities, and the generator's label output is the merged classes."""
+    from l2s_gui.config import SynthesisConfig
+    from l2s_gui.synthesis import build_generator
+
+    (tmp_path / "maps").mkdir()
+    nib.save(nib.Nifti1Image(label_volume((16, 16, 16), 0, values=(2, 41, 17)), np.eye(4)),
+             str(tmp_path / "maps" / "m.nii.gz"))
+    cfg = DataConfig(label_maps=[str(tmp_path / "maps")], label_table="freesurfer_4class", ndim=2,
+                     slice_axis=1, batch_size=2)
+    td = TrainingData.from_config(cfg, seed=0, need_label_maps=True, need_real=False)
+    assert td.n_classes == 5 and td.n_generation_labels == 4           # values 0, 2, 17, 41
+    assert td.generation_classes.tolist() == [0, 1, 3, 1]               # 2 and 41 -> white matter
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    gen = td.sample_generation_batch(4, g1)
+    assert torch.equal(td.sample_label_batch(4, g2), td.generation_classes[gen])
+    flat = SynthesisConfig(rotation=0, scaling=0, shear=0, elastic=0, std_range=[0.0, 0.0], gamma_std=0.0,
+                           blur_max=0.0)
+    synth = build_generator(flat, td.n_generation_labels, 2, td.generation_classes)
+    image, classes = synth(gen, torch.Generator().manual_seed(0))
+    assert set(classes.unique().tolist()) <= {0, 1, 3} and torch.equal(classes, td.generation_classes[gen])
+    for b in range(gen.shape[0]):  # one intensity per generation label: 2 and 41 differ
+        wm_left, wm_right = image[b, 0][gen[b] == 1], image[b, 0][gen[b] == 3]
+        if wm_left.numel() and wm_right.numel():
+            assert wm_left.unique().numel() == 1 and wm_right.unique().numel() == 1
+            assert not torch.equal(wm_left.unique(), wm_right.unique())
+
+
 def test_errors(root, tmp_path):
     bad = config(root, real_labels=[str(p) for p in sorted((root / "labels").iterdir())[:3]])
     with pytest.raises(InputError, match="data.real_images lists 5 scans but data.real_labels lists 3"):

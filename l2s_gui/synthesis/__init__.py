@@ -5,24 +5,48 @@ Learn2Synth's synthetic pass.
 ``backend: cornucopia`` (:class:`CornucopiaGenerator`) is the reference code's per-sample cornucopia
 route, kept for comparison. Both map ``(labels (B, *spatial) int64, generator)`` to
 ``(image (B, 1, *spatial) in [0, 1], deformed labels (B, *spatial) int64)``.
+
+Generation vs training labels (SynthSeg Sec. 2.2): the generator draws one intensity per
+*generation label* (every original label value); :class:`ToClasses` then maps the deformed maps to
+the classes the network learns, so merged or background structures still get their own contrast.
 """
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from ..config import SynthesisConfig
 from ..errors import ConfigError
 from .cornucopia_backend import CornucopiaGenerator
 from .generator import SynthSegGenerator
 
-__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "build_generator"]
+__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_generator"]
 
 
-def build_generator(cfg: SynthesisConfig, n_classes: int, ndim: int) -> nn.Module:
-    """The generator selected by ``cfg.backend`` ('torch' or 'cornucopia')."""
+class ToClasses(nn.Module):
+    """A generator whose deformed generation labels come out as training classes."""
+
+    def __init__(self, generator: nn.Module, classes: Tensor):
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("classes", classes.to(torch.int64))
+
+    def forward(self, labels: Tensor, generator: torch.Generator, **kwargs) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        image, deformed = self.generator(labels, generator, **kwargs)
+        return image, self.classes[deformed]
+
+
+def build_generator(cfg: SynthesisConfig, n_labels: int, ndim: int,
+                    classes: Tensor | None = None) -> nn.Module:
+    """The generator selected by ``cfg.backend`` ('torch' or 'cornucopia') for ``n_labels``
+    generation labels; with ``classes`` (generation label -> class) its label output is classes."""
     if cfg.backend == "torch":
-        return SynthSegGenerator(cfg, n_classes, ndim)
-    if cfg.backend == "cornucopia":
-        return CornucopiaGenerator(cfg, n_classes, ndim)
-    raise ConfigError(f"synthesis.backend: expected 'torch' or 'cornucopia', got {cfg.backend!r}")
+        gen: nn.Module = SynthSegGenerator(cfg, n_labels, ndim)
+    elif cfg.backend == "cornucopia":
+        gen = CornucopiaGenerator(cfg, n_labels, ndim)
+    else:
+        raise ConfigError(f"synthesis.backend: expected 'torch' or 'cornucopia', got {cfg.backend!r}")
+    if classes is None or torch.equal(classes.cpu(), torch.arange(n_labels)):
+        return gen
+    return ToClasses(gen, classes)
