@@ -6,7 +6,6 @@ Every user-facing failure prints one line ``l2s: error: ...`` and exits with sta
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

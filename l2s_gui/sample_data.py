@@ -184,7 +184,8 @@ def sample_config(out_dir: Path | str | None = None) -> dict[str, Any]:
 
     ``out_dir`` is where the sample files are written (None: the user cache, reused). Real pairs:
     the template with its labels plus two deformed copies (3 pairs: 2 train, 1 validation).
-    2D coronal slices (99 x 95, padded to 100 x 96), a small 3-level UNet, few steps.
+    2D coronal slices (99 x 95, padded to 104 x 96), a small 4-level UNet with instance norm,
+    1000 steps (hyper-steps every 2nd step after a 400-step warm-up): about 2 minutes on 2 CPU cores.
     """
     paths = sample_paths(out_dir)
     return {
@@ -193,14 +194,15 @@ def sample_config(out_dir: Path | str | None = None) -> dict[str, Any]:
             "real_images": [str(paths["scan"])] + [str(p) for p in paths["real_images"]],
             "real_labels": [str(paths["labels"])] + [str(p) for p in paths["real_labels"]],
             "val_fraction": 0.34,
-            "label_table": "auto",
+            "label_table": "mni152_tissues",
             "ndim": 2,
             "slice_axis": 1,
             "patch_size": [],
             "batch_size": 4,
         },
-        "network": {"widths": [8, 16, 32]},
+        "network": {"widths": [8, 16, 32, 64], "norm": "instance"},
         "augmentation": {"sigma_init": 0.05},
-        "training": {"steps": 200, "hyper_start": 100, "lr_segmentation": 3e-3, "lr_augmentation": 3e-3,
-                     "val_every": 25, "preview_every": 10, "checkpoint_every": 100, "log_every": 1, "seed": 0},
+        "training": {"steps": 1000, "hyper_start": 400, "hyper_every": 2, "lr_segmentation": 3e-3,
+                     "lr_augmentation": 3e-3, "val_every": 50, "preview_every": 20, "checkpoint_every": 250,
+                     "log_every": 1, "seed": 0},
     }

@@ -18,7 +18,6 @@ differentiates through the update); rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import json
-import math
 import time
 import traceback
 from collections import deque
@@ -263,8 +262,9 @@ class Trainer:
             x, draw, y = self._last_batch
             augmented = self.aug(x[:1], {k: v[:1] for k, v in draw.items()})
         val = self.validation_set()
-        if val is not None:
-            real, real_labels = val[0][:1], val[1][:1]
+        if val is not None:  # the validation item with the most foreground (not an edge slice)
+            i = int(val[1].flatten(1).ne(0).sum(1).argmax())
+            real, real_labels = val[0][i:i + 1], val[1][i:i + 1]
         else:
             real, real_labels = x[:1], y[:1]
         with self.autocast():

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from torch.func import functional_call, jvp
+from torch.func import functional_call
 
 from l2s_gui.augment import GaussianNoise
+from helpers import assert_jvp_matches_finite_difference
 
 
 def gen(seed=0):
@@ -97,19 +98,7 @@ def test_gradient_is_plain_derivative():
 def test_jvp_matches_finite_difference(per_image):
     aug = GaussianNoise(0.1, per_image=per_image).double()
     x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
-    d = aug.sample(x, gen())
-    params = {k: v.detach() for k, v in aug.named_parameters()}
-    tp = {k: torch.randn_like(v) for k, v in params.items()}
-    tx = torch.randn_like(x)
-
-    def f(p, xx):
-        return (functional_call(aug, p, (xx, d)) ** 2).sum()
-
-    _, out = jvp(f, (params, x), (tp, tx))
-    h = 1e-6
-    plus = f({k: params[k] + h * tp[k] for k in params}, x + h * tx)
-    minus = f({k: params[k] - h * tp[k] for k in params}, x - h * tx)
-    torch.testing.assert_close(out, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
+    assert_jvp_matches_finite_difference(aug, x)
 
 
 @pytest.mark.parametrize("per_image", [False, True])

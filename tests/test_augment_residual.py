@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from torch.func import functional_call, jvp
+from torch.func import functional_call
 
 from l2s_gui.augment import GaussianNoise, ResidualAugmentation
+from helpers import assert_jvp_matches_finite_difference
 
 
 def gen(seed=0):
@@ -89,19 +90,7 @@ def test_constrain_projects_sigma():
 def test_jvp_matches_finite_difference(spatial):
     aug = perturb_(ResidualAugmentation(len(spatial), (3, 4), GaussianNoise(0.1, True))).double()
     x = torch.rand(2, 1, *spatial, dtype=torch.float64)
-    d = aug.sample(x, gen())
-    params = {k: v.detach() for k, v in aug.named_parameters()}
-    tp = {k: torch.randn_like(v) for k, v in params.items()}
-    tx = torch.randn_like(x)
-
-    def f(p, xx):
-        return (functional_call(aug, p, (xx, d)) ** 2).sum()
-
-    _, out = jvp(f, (params, x), (tp, tx))
-    h = 1e-6
-    plus = f({k: params[k] + h * tp[k] for k in params}, x + h * tx)
-    minus = f({k: params[k] - h * tp[k] for k in params}, x - h * tx)
-    torch.testing.assert_close(out, (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
+    assert_jvp_matches_finite_difference(aug, x)
 
 
 def test_gradcheck_and_double_backward():

@@ -67,7 +67,8 @@ def test_sample_config_gives_a_split(tmp_path):
     from l2s_gui.sample_data import sample_config
 
     cfg = Config.from_dict(sample_config(tmp_path))
-    assert cfg.data.ndim == 2 and cfg.network.widths == [8, 16, 32]
-    td = TrainingData.from_config(cfg.data, seed=0, need_label_maps=True, need_real=True, pad_multiple=4)
+    assert cfg.data.ndim == 2 and cfg.network.widths == [8, 16, 32, 64] and cfg.network.norm == "instance"
+    td = TrainingData.from_config(cfg.data, seed=0, need_label_maps=True, need_real=True, pad_multiple=8)
     assert (td.n_label_maps, td.n_train, td.n_val) == (4, 2, 1)
-    assert td.table.values == [0, 2, 3, 24] and all(s % 4 == 0 for s in td.spatial_shape)
+    assert td.table.values == [0, 2, 3, 24] and all(s % 8 == 0 for s in td.spatial_shape)
+    assert td.table.names == ["background", "white matter", "grey matter", "CSF"]
