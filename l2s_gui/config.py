@@ -42,6 +42,10 @@ class DataConfig:
     padded to a multiple of the network's down-sampling factor."""
     batch_size: int = 4
     """Samples per synthetic batch and per real batch."""
+    voxel_size: list[float] = field(default_factory=list)
+    """Resample every input to this voxel size in mm (1 value: isotropic, or 3 values along the RAS
+    axes) before training, and new scans before segmenting (the result is mapped back to the scan's
+    own grid); empty = use each file's own grid (inputs should then share a resolution)."""
 
 
 @dataclass
@@ -299,6 +303,8 @@ def validate(cfg: Config) -> None:
     _require(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _require(0 <= d.slice_axis <= 2, "data.slice_axis", f"must be 0, 1 or 2, got {d.slice_axis}")
     _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
+    _require(len(d.voxel_size) in (0, 1, 3) and all(v > 0 for v in d.voxel_size), "data.voxel_size",
+             f"must be empty, one size in mm or three positive sizes, got {d.voxel_size}")
     if d.patch_size:
         _require(len(d.patch_size) == d.ndim, "data.patch_size",
                  f"needs {d.ndim} values for data.ndim={d.ndim}, got {d.patch_size}")

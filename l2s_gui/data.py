@@ -3,9 +3,11 @@ patches of one common spatial size, sampled reproducibly with a caller-supplied 
 
 Loading (``TrainingData.from_config``):
 
-- Every volume is reoriented to the closest RAS voxel order (axis permutations/flips only, no
-  resampling), so ``data.slice_axis`` means the same anatomical plane for every file
-  (0 sagittal, 1 coronal, 2 axial). :mod:`l2s_gui.segment` does the same to new scans.
+- Every volume is reoriented to the closest RAS voxel order (axis permutations/flips only), so
+  ``data.slice_axis`` means the same anatomical plane for every file (0 sagittal, 1 coronal,
+  2 axial), then, when ``data.voxel_size`` is set, resampled to that voxel size
+  (:mod:`l2s_gui.resample`: linear for scans, nearest for label maps). :mod:`l2s_gui.segment` does
+  the same to new scans and maps the result back to their own grid.
 - Label maps for synthesis keep every original label value as its own *generation label*
   (SynthSeg's generation vs segmentation labels): each structure gets its own random intensity
   even when the label table merges it with others (e.g. FreeSurfer -> the paper's 4 classes) or
@@ -47,6 +49,7 @@ from .errors import InputError
 from .intensity import normalize_intensities
 from .io import check_pair, expand_paths, load_label_map, load_scan, to_ras
 from .labels import LabelTable, load_label_table, unique_values
+from .resample import resample, target_shape, voxel_sizes
 
 __all__ = ["TrainingData", "RealPair", "split_pairs"]
 
@@ -82,6 +85,16 @@ def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: i
     val_sorted = sorted(int(p) for p in perm[:n_val])
     train_sorted = sorted(int(p) for p in perm[n_val:])
     return [order[i] for i in train_sorted], [order[i] for i in val_sorted]
+
+
+def _training_grid(data: np.ndarray, affine: np.ndarray, labels: bool, voxel_size: Sequence[float],
+                   source: Path) -> np.ndarray:
+    """``data`` in RAS voxel order, resampled to ``voxel_size`` when one is set."""
+    data, affine_ras, _ = to_ras(data, affine)
+    if not voxel_size:
+        return data
+    shape = target_shape(data.shape, voxel_sizes(affine_ras), voxel_size)
+    return resample(data, shape, labels, str(source))
 
 
 def _compress(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,7 +224,7 @@ class TrainingData:
             for i, path in enumerate(map_paths):
                 say(f"loading label map {i + 1}/{len(map_paths)}: {path}")
                 vol = load_label_map(path)
-                data, _, _ = to_ras(vol.data, vol.affine)
+                data = _training_grid(vol.data, vol.affine, True, cfg.voxel_size, path)
                 values, index = _compress(data)
                 compact.append((path, values, index))
         # real pairs
@@ -222,8 +235,8 @@ class TrainingData:
                 say(f"loading real pair {i + 1}/{len(pairs)}: {ip}, {lp}")
                 scan, lab = load_scan(ip), load_label_map(lp)
                 check_pair(scan, lab)
-                image, _, _ = to_ras(normalize_intensities(scan.data), scan.affine)
-                data, _, _ = to_ras(lab.data, lab.affine)
+                image = _training_grid(normalize_intensities(scan.data), scan.affine, False, cfg.voxel_size, ip)
+                data = _training_grid(lab.data, lab.affine, True, cfg.voxel_size, lp)
                 values, index = _compress(data)
                 real_compact.append((ip, lp, image, values, index))
         elif load_real_labels:

@@ -55,6 +55,11 @@ class LoadedModel:
         return self.config.data.slice_axis
 
     @property
+    def voxel_size(self) -> list[float]:
+        """The training voxel size in mm (``data.voxel_size``; empty: the inputs' own grids)."""
+        return list(self.config.data.voxel_size)
+
+    @property
     def patch_size(self) -> list[int]:
         return list(self.spatial_shape)
 

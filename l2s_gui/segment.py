@@ -1,10 +1,11 @@
 """Segmentation of new volumes with a trained model.
 
 The scan is reoriented to RAS voxel order (axis permutations/flips only, as in training),
-normalised exactly as in training (:func:`~l2s_gui.intensity.normalize_intensities`), segmented
+normalised exactly as in training (:func:`~l2s_gui.intensity.normalize_intensities`), resampled
+to the model's ``data.voxel_size`` when it has one (:mod:`l2s_gui.resample`), segmented
 slice by slice along the model's slice axis (2D models) or with an overlapping sliding window
 (3D models; softmax probabilities averaged where windows overlap), and mapped back to the input's
-voxel order and original label values. Written outputs keep the input's affine and header geometry.
+grid (nearest neighbour), voxel order and original label values. Written outputs keep the input's affine and header geometry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
 from .labels import LabelTable
+from .resample import resample, target_shape, voxel_sizes
 
 
 class SegmentationCancelled(L2SError):
@@ -173,13 +175,22 @@ def segment_array(model, image: np.ndarray, device: torch.device | str = "cpu", 
 
 def segment_volume(model, scan: Volume, device: torch.device | str = "cpu", overlap: float = 0.5,
                    batch_size: int = 8, progress: Progress = None, cancelled: Cancelled = None) -> np.ndarray:
-    """Original label values for ``scan``, on its own voxel grid (same shape and orientation)."""
+    """Original label values for ``scan``, on its own voxel grid (same shape and orientation).
+
+    ``model``: as for :func:`segment_array`, plus ``voxel_size`` (the training ``data.voxel_size``;
+    empty: segment on the scan's own grid)."""
     if scan.data.ndim != 3:
         raise InputError(f"{scan.name}: expected a 3D volume, got shape {scan.data.shape}")
     if not np.isfinite(scan.data).all():
         raise InputError(f"{scan.name}: contains NaN or Inf values")
-    data_ras, _, start = to_ras(np.asarray(scan.data, dtype=np.float32), scan.affine)
-    classes = segment_array(model, normalize_intensities(data_ras), device, overlap, batch_size, progress, cancelled)
+    data_ras, affine_ras, start = to_ras(np.asarray(scan.data, dtype=np.float32), scan.affine)
+    image = normalize_intensities(data_ras)
+    voxel_size = model.voxel_size
+    if voxel_size:  # segment on the training voxel size, then back onto the scan's grid
+        image = resample(image, target_shape(image.shape, voxel_sizes(affine_ras), voxel_size), False, scan.name)
+    classes = segment_array(model, image, device, overlap, batch_size, progress, cancelled)
+    if classes.shape != data_ras.shape:
+        classes = resample(classes, data_ras.shape, True, scan.name)
     return from_ras(model.table.to_values(classes), start)
 
 

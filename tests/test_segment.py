@@ -139,9 +139,9 @@ class ConstantNet(NearestCenterNet):
         return out
 
 
-def stand_in(ndim=2, slice_axis=1, patch_size=(), multiple=4, net_cls=NearestCenterNet):
+def stand_in(ndim=2, slice_axis=1, patch_size=(), multiple=4, net_cls=NearestCenterNet, voxel_size=()):
     return SimpleNamespace(net=net_cls(multiple, ndim).eval(), table=TABLE, ndim=ndim, slice_axis=slice_axis,
-                           patch_size=list(patch_size), net_multiple=multiple)
+                           patch_size=list(patch_size), net_multiple=multiple, voxel_size=list(voxel_size))
 
 
 def banded_image(shape=(10, 13, 11), seed=0):
@@ -262,3 +262,33 @@ def test_segment_files_folder_naming(tmp_path):
     with pytest.raises(InputError, match="both would be written"):
         segment_files(str(model), [str(a), str(c)], str(tmp_path / "segs2"), None, "cpu", False)
     assert not (tmp_path / "segs2").exists()  # every output is checked before any work
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_segment_on_the_training_voxel_size_and_back(ndim):
+    """A model trained at 2 mm along the last axis segments a 1 mm scan on a 2 mm grid, and the
+    result comes back on the scan's own grid (blocks of 4 voxels: exact both ways)."""
+    rng = np.random.default_rng(0)
+    classes = np.repeat(rng.integers(0, 4, size=(8, 6, 3)), 4, axis=2)  # (8, 6, 12)
+    classes[0] = 0
+    classes[-1, -1, -4:] = 1
+    image = np.asarray(CENTERS, np.float32)[classes]
+    m = stand_in(ndim, slice_axis=1, patch_size=(8, 8, 8)[:ndim] if ndim == 3 else (), voxel_size=(1, 1, 2))
+    out = segment_volume(m, Volume(image * 300 + 20, np.eye(4), None, None), "cpu")
+    assert out.shape == image.shape and np.array_equal(out, np.asarray(TABLE.values)[classes])
+    sizes = {tuple(s[2:]) for s in m.net.shapes}
+    assert all(sz[-1] <= 8 for sz in sizes)  # the network saw the 6-voxel (2 mm) axis, padded
+    if ndim == 2:
+        assert {sz for sz in sizes} == {(8, 8)}  # (8, 6 -> 8 padded) slices along axis 1
+
+
+def test_exported_model_carries_its_voxel_size(tmp_path):
+    cfg = Config.from_dict({"data": {"ndim": 2, "voxel_size": [1.5]}, "network": {"widths": [4, 8]}})
+    table = LabelTable.from_values(VALUES)
+    net = build_network(cfg, table.n_classes)
+    path = export_model(tmp_path / "m.safetensors", net, build_augmentation(cfg.augmentation, 2), table, cfg, [8, 8], step=1)
+    model = load_model(path)
+    assert model.voxel_size == [1.5]
+    path_scan, affine = rotated_scan(tmp_path)
+    labels = segment_volume(model, load_scan(path_scan))
+    assert labels.shape == load_scan(path_scan).shape
