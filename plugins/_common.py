@@ -60,7 +60,27 @@ def set_enabled(widget: QWidget, enabled: bool, why_not: str = "", tip: str = ""
     widget.setToolTip(tip if enabled else (why_not or tip))
 
 
-class LayerCombo(QComboBox):
+class _FollowsLayers:
+    """Mixin for the layer pickers: ``refresh()`` whenever the viewer's layers are added, removed,
+    moved or renamed (bound methods: napari holds them weakly, so a closed widget is not kept)."""
+
+    def _follow_layers(self, viewer) -> None:
+        events = viewer.layers.events
+        events.inserted.connect(self._on_layers_changed)
+        events.removed.connect(self._on_layers_changed)
+        events.moved.connect(self._on_layers_changed)
+
+    def _on_layers_changed(self, event=None) -> None:
+        value = getattr(event, "value", None)
+        if value is not None and hasattr(value, "events"):
+            try:
+                value.events.name.connect(self.refresh)
+            except Exception:  # noqa: BLE001
+                pass
+        self.refresh()
+
+
+class LayerCombo(_FollowsLayers, QComboBox):
     """A combo box of the viewer's layers of some kinds, kept in sync with the layer list."""
 
     layer_changed = Signal()
@@ -76,20 +96,8 @@ class LayerCombo(QComboBox):
         self.accept = accept
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(10)
-        events = viewer.layers.events
-        events.inserted.connect(self._on_layers_changed)
-        events.removed.connect(self._on_layers_changed)
-        events.moved.connect(self._on_layers_changed)
+        self._follow_layers(viewer)
         self.currentIndexChanged.connect(lambda *_: self.layer_changed.emit())
-        self.refresh()
-
-    def _on_layers_changed(self, event=None) -> None:
-        value = getattr(event, "value", None)
-        if value is not None and hasattr(value, "events"):
-            try:
-                value.events.name.connect(self.refresh)
-            except Exception:  # noqa: BLE001
-                pass
         self.refresh()
 
     def _candidates(self) -> list:
@@ -136,7 +144,7 @@ class LayerCombo(QComboBox):
             self.setCurrentIndex(index)
 
 
-class SourceList(QListWidget):
+class SourceList(_FollowsLayers, QListWidget):
     """A checkable list of inputs: layers of some kinds (kept in sync) and added files/folders.
 
     ``sources()`` returns ``[("layer", layer), ("path", "/path"), ...]`` for the checked entries, in
@@ -153,21 +161,9 @@ class SourceList(QListWidget):
         self.checked_by_default = checked_by_default or (lambda layer: False)
         self._paths: list[str] = []
         self._state: dict[str, bool] = {}
-        events = viewer.layers.events
-        events.inserted.connect(self._on_layers_changed)
-        events.removed.connect(self._on_layers_changed)
-        events.moved.connect(self._on_layers_changed)
+        self._follow_layers(viewer)
         self.itemChanged.connect(self._on_item_changed)
         self.setMaximumHeight(110)
-        self.refresh()
-
-    def _on_layers_changed(self, event=None) -> None:
-        value = getattr(event, "value", None)
-        if value is not None and hasattr(value, "events"):
-            try:
-                value.events.name.connect(self.refresh)
-            except Exception:  # noqa: BLE001
-                pass
         self.refresh()
 
     def _layers(self) -> list:

@@ -14,11 +14,11 @@ from typing import Any, Optional
 
 import numpy as np
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QHeaderView,
-                            QLabel, QLineEdit, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QHeaderView, QLabel, QLineEdit,
+                            QProgressBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ._common import LayerCombo, error_text, notify_error, notify_info, set_enabled
+from ._forms import browse_row, button, button_row, choose_model_file, combo, device_choices
 from ._geometry import layer_affine, voxel_volume_mm3, write_volume
 from ._layers import upsert
 
@@ -73,22 +73,14 @@ class SegmentWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
-        self.model_source = QComboBox()
-        self.model_source.addItems([CURRENT_RUN, MODEL_FILE])
+        self.model_source = combo([CURRENT_RUN, MODEL_FILE])
         self.model_source.setToolTip("The model.safetensors of the run in the training widget, or a model file")
         self.model_source.currentTextChanged.connect(self._update_buttons)
         form.addRow("model", self.model_source)
-        row = QHBoxLayout()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("model.safetensors (or a run folder)")
         self.model_path.textChanged.connect(self._on_model_path_edited)
-        browse = QPushButton("…")
-        browse.setFixedWidth(28)
-        browse.setToolTip("Choose a model file")
-        browse.clicked.connect(self._browse_model)
-        row.addWidget(self.model_path, 1)
-        row.addWidget(browse)
-        form.addRow("file", row)
+        form.addRow("file", browse_row(self.model_path, self._browse_model, "Choose a model file"))
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         form.addRow("", self.model_info)
@@ -96,20 +88,14 @@ class SegmentWidget(QWidget):
                                       exclude_roles=("preview_titles",))
         self.image_combo.layer_changed.connect(self._update_buttons)
         form.addRow("image", self.image_combo)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(self._devices())
+        self.device_combo = combo(device_choices())
         self.device_combo.setToolTip("auto: the first CUDA GPU, else Apple MPS, else the CPU")
         form.addRow("device", self.device_combo)
         layout.addLayout(form)
 
-        row = QHBoxLayout()
-        self.segment_button = QPushButton("Segment")
-        self.segment_button.clicked.connect(self.segment)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.segment_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
+        self.segment_button = button("Segment", self.segment)
+        self.cancel_button = button("Cancel", self.cancel)
+        layout.addLayout(button_row(self.segment_button, self.cancel_button))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -126,28 +112,13 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.table, 1)
         self.total_label = QLabel("")
         layout.addWidget(self.total_label)
-        row = QHBoxLayout()
-        self.save_labels_button = QPushButton("Save labels…")
-        self.save_labels_button.clicked.connect(self._save_labels_dialog)
-        self.save_csv_button = QPushButton("Save volumes (CSV)…")
-        self.save_csv_button.clicked.connect(self._save_csv_dialog)
-        row.addWidget(self.save_labels_button)
-        row.addWidget(self.save_csv_button)
-        layout.addLayout(row)
-
-    @staticmethod
-    def _devices() -> list[str]:
-        try:
-            from l2s_gui.device import available_devices
-
-            return ["auto"] + available_devices()
-        except Exception:  # noqa: BLE001
-            return ["auto", "cpu"]
+        self.save_labels_button = button("Save labels…", self._save_labels_dialog)
+        self.save_csv_button = button("Save volumes (CSV)…", self._save_csv_dialog)
+        layout.addLayout(button_row(self.save_labels_button, self.save_csv_button))
 
     # ------------------------------------------------------------------------------------ model
     def _browse_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", str(Path.home() / "l2s_runs"),
-                                              "Models (*.safetensors)")
+        path = choose_model_file(self)
         if path:
             self.model_path.setText(path)
 

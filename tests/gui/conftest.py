@@ -42,6 +42,18 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def errors(monkeypatch):
+    """The error notifications of both widgets, collected (in order) instead of shown."""
+    import l2s_napari._segment_widget as segment_widget
+    import l2s_napari._training_widget as training_widget
+
+    seen: list[str] = []
+    for module in (training_widget, segment_widget):
+        monkeypatch.setattr(module, "notify_error", seen.append)
+    return seen
+
+
+@pytest.fixture
 def volumes(tmp_path):
     return make_volumes(tmp_path / "data")
 

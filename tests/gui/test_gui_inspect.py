@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-import l2s_napari._training_widget as tw
 from l2s_napari._layers import find_role
 from l2s_napari._training_widget import TrainingWidget
 
 
-@pytest.fixture
-def run_2d(tiny_run):
-    return tiny_run
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen: list[str] = []
-    monkeypatch.setattr(tw, "notify_error", seen.append)
-    return seen
-
-
-def test_inspect_components_gallery_and_apply(qtbot, make_napari_viewer, run_2d, errors):
+def test_inspect_components_gallery_and_apply(qtbot, make_napari_viewer, tiny_run, errors):
     viewer = make_napari_viewer()
     widget = TrainingWidget(viewer)
     # before a model exists the buttons say why they are disabled
     assert not widget.components_button.isEnabled() and "model" in widget.components_button.toolTip()
-    assert widget.open_run(run_2d)
+    assert widget.open_run(tiny_run)
     qtbot.waitUntil(lambda: widget.last_preview is not None, timeout=10_000)
     assert widget.components_button.isEnabled(), widget.components_button.toolTip()
 
@@ -48,7 +34,7 @@ def test_inspect_components_gallery_and_apply(qtbot, make_napari_viewer, run_2d,
     assert find_role(viewer, "inspect_noise") is noise and len(viewer.layers) == n_layers
 
     # gallery of 6 draws (one mosaic layer) on an image layer's current slice
-    scan = viewer.open(str(run_2d.parent / "data" / "sub0_T1.nii.gz"), plugin="l2s-gui")[0]
+    scan = viewer.open(str(tiny_run.parent / "data" / "sub0_T1.nii.gz"), plugin="l2s-gui")[0]
     widget.inspect_source.setCurrentText("image layer")
     widget.inspect_layer.set_layer_name(scan.name)
     widget.gallery_n.setValue(6)

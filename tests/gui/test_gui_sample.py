@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from l2s_gui.sample_data import sample_config
 from l2s_napari._training_widget import TrainingWidget
 
 
@@ -36,5 +37,7 @@ def test_training_widget_uses_the_sample(make_napari_viewer):
     assert widget.use_sample()
     assert widget.pairs_table.rowCount() == 3
     assert any(kind == "path" for kind, _ in widget.synth_list.sources())
-    assert widget.widths_edit.text() == "8 16 32"
+    network = sample_config()["network"]
+    assert widget.widths_edit.text() == " ".join(map(str, network["widths"]))
+    assert widget.norm_combo.currentText() == network["norm"]
     assert widget.start_button.isEnabled(), widget.start_button.toolTip()

@@ -7,32 +7,19 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import l2s_napari._segment_widget as sw
 from l2s_napari._segment_widget import CURRENT_RUN, MODEL_FILE, SegmentWidget
 from l2s_napari._training_widget import TrainingWidget
 
 VALUES = (2, 41, 17)  # the tiny model's label values (conftest.TINY_VALUES): classes 1..3 stand for these
 
 
-@pytest.fixture
-def run_dir(tiny_run):
-    return tiny_run
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    seen: list[str] = []
-    monkeypatch.setattr(sw, "notify_error", seen.append)
-    return seen
-
-
-def test_segment_adds_labels_with_geometry_and_values(qtbot, make_napari_viewer, run_dir, tmp_path, errors):
+def test_segment_adds_labels_with_geometry_and_values(qtbot, make_napari_viewer, tiny_run, tmp_path, errors):
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
     assert not widget.segment_button.isEnabled()
     assert "training run" in widget.segment_button.toolTip() or "model" in widget.segment_button.toolTip()
-    [scan] = viewer.open(str(run_dir.parent / "data" / "sub2_T1.nii.gz"), plugin="l2s-gui")
-    widget.model_path.setText(str(run_dir / "model.safetensors"))
+    [scan] = viewer.open(str(tiny_run.parent / "data" / "sub2_T1.nii.gz"), plugin="l2s-gui")
+    widget.model_path.setText(str(tiny_run / "model.safetensors"))
     assert widget.model_source.currentText() == MODEL_FILE
     widget.image_combo.set_layer_name(scan.name)
     widget._update_buttons()
@@ -71,16 +58,16 @@ def test_segment_adds_labels_with_geometry_and_values(qtbot, make_napari_viewer,
     assert len(viewer.layers) == n_layers and widget.result_layer is seg
 
 
-def test_segment_uses_the_current_run_and_cancels(qtbot, make_napari_viewer, run_dir, errors):
+def test_segment_uses_the_current_run_and_cancels(qtbot, make_napari_viewer, tiny_run, errors):
     viewer = make_napari_viewer()
-    [scan] = viewer.open(str(run_dir.parent / "data" / "sub0_T1.nii.gz"), plugin="l2s-gui")
+    [scan] = viewer.open(str(tiny_run.parent / "data" / "sub0_T1.nii.gz"), plugin="l2s-gui")
     trainer = TrainingWidget(viewer)
     widget = SegmentWidget(viewer)
     assert widget.model_source.currentText() == CURRENT_RUN
     assert not widget.segment_button.isEnabled()
-    assert trainer.open_run(run_dir)
+    assert trainer.open_run(tiny_run)
     widget._update_buttons()
-    assert widget.model_file() == run_dir / "model.safetensors"
+    assert widget.model_file() == tiny_run / "model.safetensors"
     assert widget.segment_button.isEnabled(), widget.segment_button.toolTip()
     # cancel right away: no labels layer
     widget._cancel.set()  # as if Cancel was clicked before the first slice

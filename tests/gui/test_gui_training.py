@@ -27,13 +27,6 @@ def _tiny(widget: TrainingWidget, run_dir, steps: int = 5000) -> None:
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    seen: list[str] = []
-    monkeypatch.setattr(tw, "notify_error", seen.append)
-    return seen
-
-
-@pytest.fixture
 def loaded(make_napari_viewer, volumes):
     viewer = make_napari_viewer()
     layers = {}
