@@ -23,6 +23,14 @@ def ints(text: str, what: str) -> list[int]:
         raise ValueError(f"{what}: expected whole numbers separated by spaces, got {text!r}") from None
 
 
+def floats(text: str, what: str) -> list[float]:
+    """Numbers separated by spaces or commas; ValueError naming ``what`` otherwise."""
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"{what}: expected numbers separated by spaces, got {text!r}") from None
+
+
 def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
     s = QSpinBox()
     s.setRange(lo, hi)

@@ -11,7 +11,7 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGro
                             QLineEdit, QWidget)
 
 from ._common import error_text
-from ._forms import button, button_row, combo, dspin, ints, spin, tab_page
+from ._forms import button, button_row, combo, dspin, floats, ints, spin, tab_page
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ FIELDS: tuple[Field, ...] = (
     Field("data", "patch_size", "patch_edit", lambda w: ints(w.text(), "patch size") if w.text().strip() else [],
           lambda w, v: w.setText(" ".join(map(str, v)))),
     _int("data", "batch_size", "batch_size"),
+    Field("data", "voxel_size", "voxel_size_edit", lambda w: floats(w.text(), "voxel size"),
+          lambda w, v: w.setText(" ".join(f"{x:g}" for x in v))),
     Field("augmentation", "kind", "aug_kind", lambda w: w.currentText(), _kind_write),
     _text("augmentation", "noise", "noise_combo"),
     _float("augmentation", "sigma_init", "sigma_init"),
@@ -143,6 +145,12 @@ class SettingsMixin:
         form.addRow("patch size", self.patch_edit)
         self.batch_size = spin(1, 256, 4)
         form.addRow("batch size", self.batch_size)
+        self.voxel_size_edit = QLineEdit("")
+        self.voxel_size_edit.setPlaceholderText("each file's own grid, e.g. 1")
+        self.voxel_size_edit.setToolTip("Resample every input to this voxel size in mm (one value: isotropic, "
+                                        "or three); new scans are resampled the same way when segmented and the "
+                                        "labels mapped back. Empty: inputs are used on their own grids")
+        form.addRow("voxel size (mm)", self.voxel_size_edit)
         self.widths_edit = QLineEdit("16 24 32 48 64")
         self.widths_edit.setToolTip("UNet channels per level (the number of levels is how many numbers)")
         form.addRow("UNet widths", self.widths_edit)

@@ -41,3 +41,15 @@ def test_training_widget_uses_the_sample(make_napari_viewer):
     assert widget.widths_edit.text() == " ".join(map(str, network["widths"]))
     assert widget.norm_combo.currentText() == network["norm"]
     assert widget.start_button.isEnabled(), widget.start_button.toolTip()
+
+
+def test_voxel_size_setting_round_trip(make_napari_viewer):
+    widget = TrainingWidget(make_napari_viewer())
+    assert widget.settings_dict()["data"]["voxel_size"] == []
+    widget.voxel_size_edit.setText("1 1 1.5")
+    assert widget.settings_dict()["data"]["voxel_size"] == [1.0, 1.0, 1.5]
+    widget.apply_settings({"data": {"voxel_size": [2.0]}})
+    assert widget.voxel_size_edit.text() == "2"
+    widget.voxel_size_edit.setText("1 mm")
+    with pytest.raises(ValueError, match="voxel size"):
+        widget.settings_dict()
