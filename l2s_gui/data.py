@@ -87,14 +87,13 @@ def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: i
     return [order[i] for i in train_sorted], [order[i] for i in val_sorted]
 
 
-def _training_grid(data: np.ndarray, affine: np.ndarray, labels: bool, voxel_size: Sequence[float],
-                   source: Path) -> np.ndarray:
+def _training_grid(data: np.ndarray, affine: np.ndarray, labels: bool, voxel_size: Sequence[float]) -> np.ndarray:
     """``data`` in RAS voxel order, resampled to ``voxel_size`` when one is set."""
     data, affine_ras, _ = to_ras(data, affine)
     if not voxel_size:
         return data
     shape = target_shape(data.shape, voxel_sizes(affine_ras), voxel_size)
-    return resample(data, shape, labels, str(source))
+    return resample(data, shape, labels)
 
 
 def _compress(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +177,8 @@ class TrainingData:
         """``label_maps`` hold generation labels when ``generation_classes`` (generation label ->
         class, int64) is given, else classes."""
         self.table = table
-        n_gen = int(max((int(m.max()) for m in label_maps), default=0)) + 1
-        if generation_classes is None:
-            generation_classes = torch.arange(max(n_gen, table.n_classes))
+        if generation_classes is None:  # the maps hold classes: generation label = class
+            generation_classes = torch.arange(table.n_classes)
         self.generation_classes = generation_classes.to(torch.int64)
         self.ndim = int(ndim)
         self.slice_axis = int(slice_axis)
@@ -224,7 +222,7 @@ class TrainingData:
             for i, path in enumerate(map_paths):
                 say(f"loading label map {i + 1}/{len(map_paths)}: {path}")
                 vol = load_label_map(path)
-                data = _training_grid(vol.data, vol.affine, True, cfg.voxel_size, path)
+                data = _training_grid(vol.data, vol.affine, True, cfg.voxel_size)
                 values, index = _compress(data)
                 compact.append((path, values, index))
         # real pairs
@@ -235,8 +233,8 @@ class TrainingData:
                 say(f"loading real pair {i + 1}/{len(pairs)}: {ip}, {lp}")
                 scan, lab = load_scan(ip), load_label_map(lp)
                 check_pair(scan, lab)
-                image = _training_grid(normalize_intensities(scan.data), scan.affine, False, cfg.voxel_size, ip)
-                data = _training_grid(lab.data, lab.affine, True, cfg.voxel_size, lp)
+                image = _training_grid(normalize_intensities(scan.data), scan.affine, False, cfg.voxel_size)
+                data = _training_grid(lab.data, lab.affine, True, cfg.voxel_size)
                 values, index = _compress(data)
                 real_compact.append((ip, lp, image, values, index))
         elif load_real_labels:

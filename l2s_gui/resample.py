@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
 
 __all__ = ["voxel_sizes", "target_shape", "resample", "resampled_affine"]
 
@@ -48,19 +47,16 @@ def resampled_affine(affine: np.ndarray, shape: Sequence[int], new_shape: Sequen
     return np.asarray(affine, dtype=np.float64) @ index
 
 
-def resample(data: np.ndarray, shape: Sequence[int], labels: bool, name: str = "volume") -> np.ndarray:
+def resample(data: np.ndarray, shape: Sequence[int], labels: bool) -> np.ndarray:
     """``data`` (3D) resampled onto ``shape`` over the same field of view: linear for images,
     nearest neighbour for label maps (dtype kept)."""
     shape = [int(s) for s in shape]
     if list(data.shape) == shape:
         return data
-    if labels:
-        values, index = np.unique(np.asarray(data), return_inverse=True)
-        if len(values) > (1 << 24):
-            raise InputError(f"{name}: too many distinct labels to resample")
-        src = torch.from_numpy(index.reshape(data.shape).astype(np.float32))[None, None]
-        out = F.interpolate(src, size=shape, mode="nearest-exact")[0, 0].round().long().numpy()
-        return values[out].astype(data.dtype, copy=False)
+    if labels:  # nearest neighbour in float64: exact for every integer label value up to 2^53
+        src = torch.from_numpy(np.asarray(data, dtype=np.float64))[None, None]
+        out = F.interpolate(src, size=shape, mode="nearest-exact")[0, 0].numpy()
+        return out.astype(data.dtype, copy=False)
     src = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
     out = F.interpolate(src, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
     return out.astype(data.dtype, copy=False) if np.issubdtype(data.dtype, np.floating) else out

@@ -187,10 +187,10 @@ def segment_volume(model, scan: Volume, device: torch.device | str = "cpu", over
     image = normalize_intensities(data_ras)
     voxel_size = model.voxel_size
     if voxel_size:  # segment on the training voxel size, then back onto the scan's grid
-        image = resample(image, target_shape(image.shape, voxel_sizes(affine_ras), voxel_size), False, scan.name)
+        image = resample(image, target_shape(image.shape, voxel_sizes(affine_ras), voxel_size), False)
     classes = segment_array(model, image, device, overlap, batch_size, progress, cancelled)
     if classes.shape != data_ras.shape:
-        classes = resample(classes, data_ras.shape, True, scan.name)
+        classes = resample(classes, data_ras.shape, True)
     return from_ras(model.table.to_values(classes), start)
 
 
