@@ -6,6 +6,7 @@ Every user-facing failure prints one line ``l2s: error: ...`` and exits with sta
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -302,7 +303,8 @@ def cmd_demo(args) -> int:
                   args.overwrite)
     print(f"\nl2s demo outputs:\n  run folder     {run_dir}\n  model          {run.model_path}\n"
           f"  segmentation   {seg_path}\n  volumes (mm^3) {csv_path}\n"
-          f"  metrics        {run.metrics_path}\n  open in napari: napari {scan} {seg_path}")
+          f"  metrics        {run.metrics_path}\n  open in napari: napari {scan} {seg_path}"
+          + ("" if importlib.util.find_spec("napari") else "\n  (napari and the plugin: pip install -e \".[gui]\")"))
     return 0
 
 
