@@ -1,10 +1,13 @@
 """Shared machinery of the recovery experiments: experiment configs, run specs, one training run
 (Trainer events -> theta history, weights, test Dice) and the fixed corrupted test sets.
 
-A *run* is one training of the segmentation network (Learn2Synth "L", naive SynthSeg "N" or
-SynthSeg retrained at the learned parameters "O"). Its spec is a JSON-able dict; the run folder is
-``<out>/runs/<name>-<hash of the spec>`` so that an identical run (e.g. the N baselines shared by the
-noise+INU and nonparametric experiments) is trained once and a rerun resumes where it stopped.
+A *run* is one training of the segmentation network: the warm-start base "B" (naive SynthSeg on
+clean images, one per seed, shared by every experiment), and from it Learn2Synth "L", naive SynthSeg
+at the preset "N" and SynthSeg at the learned parameters "O". Its spec is a JSON-able dict holding an
+l2s_gui config (warm starts are the engine's ``training.init_from`` / ``init_theta_from``, the theta
+schedule its ``lr_augmentation_schedule``); the run folder is ``<out>/runs/<name>-<hash of the
+spec>`` so that an identical run (the bases, the N baselines shared by the noise+INU and
+nonparametric experiments) is trained once and a rerun resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,11 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from l2s_gui.augment.base import Augmentation, rand, randn
-from l2s_gui.augment.inu import IntensityNonUniformity
 from l2s_gui.config import Config, DataConfig, RecoveryConfig
 from l2s_gui.data import TrainingData
 from l2s_gui.events import StepEvent, ValidationEvent
@@ -97,57 +97,6 @@ def preset_sigma_value(preset: dict) -> float:
 def spec_id(spec: dict) -> str:
     text = json.dumps({k: v for k, v in spec.items() if k not in ("name", "label")}, sort_keys=True)
     return f"{spec['name']}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
-
-
-# ---------------------------------------------------------------------------------------------- augmentations
-class PresetAugmentation(Augmentation):
-    """The "real" corruption as a fixed (non-learnable) augmentation, for naive SynthSeg at a preset
-    whose sigma is drawn per image from U[low, high] (which the learnable eq. 8 noise cannot
-    express). Draws: INU node values, eps, and u ~ U(0, 1) per image; forward is deterministic."""
-
-    def __init__(self, rec: RecoveryConfig):
-        super().__init__()
-        c = list(rec.inu_c)
-        self.inu = IntensityNonUniformity(rec.inu_nodes[:len(c)], c, max(2.0, max(c))) if c else None
-        if self.inu is not None:
-            self.inu.requires_grad_(False)
-        self.sigma = float(rec.sigma)
-        self.sigma_range = [float(v) for v in rec.sigma_range]
-
-    @torch.no_grad()
-    def sample(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        draw = self.inu.sample(x, generator) if self.inu is not None else {}
-        draw["eps"] = randn(x.shape, generator, x)
-        draw["u"] = rand((x.shape[0],) + (1,) * (x.dim() - 1), generator, x)
-        return draw
-
-    def forward(self, x: Tensor, draw: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
-        if self.inu is not None:
-            x = self.inu(x, draw)
-        if self.sigma_range:
-            lo, hi = self.sigma_range
-            sigma = lo + (hi - lo) * draw["u"]
-        else:
-            sigma = self.sigma
-        return x + sigma * draw["eps"]
-
-    def theta(self) -> dict:
-        out: dict[str, Any] = {}
-        if self.inu is not None:
-            out.update(self.inu.theta())
-        out["sigma"] = 0.5 * sum(self.sigma_range) if self.sigma_range else self.sigma
-        return out
-
-
-@torch.no_grad()
-def set_theta(aug: torch.nn.Module, theta: dict) -> None:
-    """Set sigma and/or c of a parametric augmentation (after construction, before training)."""
-    noise = getattr(aug, "noise", None)
-    inu = getattr(aug, "inu", None)
-    if "sigma" in theta and noise is not None:
-        noise.sigma.fill_(float(theta["sigma"]))
-    if "c" in theta and inu is not None:
-        inu.c.copy_(torch.tensor([float(v) for v in theta["c"]], dtype=inu.c.dtype))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -224,11 +173,15 @@ def _flatten_theta(theta: dict) -> dict[str, float]:
     return out
 
 
+def run_folder(spec: dict, runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / spec_id(spec)
+
+
 def train_run(spec: dict, runs_dir: str, threads: int = 0) -> dict:
     """Train one run described by ``spec`` (see :func:`experiments.run.build_specs`); write
-    ``history.csv``, ``validation.csv``, ``net.safetensors``, ``aug.safetensors`` and ``result.json``
-    in its folder and return the result. A finished run (result.json present) is not retrained."""
-    folder = Path(runs_dir) / spec_id(spec)
+    ``history.csv``, ``validation.csv``, ``model.safetensors`` and ``result.json`` in its folder and
+    return the result. A finished run (result.json present) is not retrained."""
+    folder = run_folder(spec, runs_dir)
     result_path = folder / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -247,16 +200,7 @@ def _train_run(spec: dict, folder: Path) -> dict:
     cfg = Config.from_dict(spec["config"])
     trainer = Trainer(cfg)
     device = trainer.device
-    if spec.get("preset_aug"):
-        trainer.aug = PresetAugmentation(RecoveryConfig(**spec["preset_aug"])).to(device)
-    if spec.get("aug_state_from"):
-        state = load_file(str(Path(spec["aug_state_from"]) / "aug.safetensors"))
-        trainer.aug.load_state_dict(state)
-    if spec.get("theta"):
-        set_theta(trainer.aug, spec["theta"])
     t = cfg.training
-    lr0 = t.lr_augmentation
-    final_frac = float(spec.get("lr_augmentation_final", 1.0))
     history: list[dict] = []
     validation: list[dict] = []
     start = time.perf_counter()
@@ -266,12 +210,6 @@ def _train_run(spec: dict, folder: Path) -> dict:
                    "loss_real": "" if ev.loss_real is None else ev.loss_real}
             row.update(_flatten_theta({k: v for k, v in ev.theta.items() if k in ("sigma", "c")}))
             history.append(row)
-            # cosine decay of the augmentation learning rate over the hyper-steps (engine: constant)
-            if trainer.outer is not None and ev.step >= t.hyper_start and final_frac < 1.0:
-                frac = (ev.step - t.hyper_start) / max(t.steps - t.hyper_start, 1)
-                scale = final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-                for group in trainer.outer.param_groups:
-                    group["lr"] = lr0 * scale
         elif isinstance(ev, ValidationEvent):
             validation.append({"step": ev.step, "mean_dice": ev.mean_dice, **{f"dice_{k}": v for k, v in ev.dice.items()}})
         elif getattr(ev, "kind", "") == "done" and ev.reason != "finished":
@@ -281,7 +219,7 @@ def _train_run(spec: dict, folder: Path) -> dict:
     # learned theta: the final value and the mean over the last tail_fraction of the hyper-steps
     keys = [k for k in history[-1] if k not in ("step", "loss_synth", "loss_real")] if history else []
     final = {k: history[-1][k] for k in keys}
-    tail_n = max(1, int(round(float(spec.get("tail_fraction", 0.2)) * max(t.steps - t.hyper_start, 1))))
+    tail_n = max(1, int(round(float(spec.get("tail_fraction", 0.25)) * max(t.steps - t.hyper_start, 1))))
     tail = history[-tail_n:]
     tail_mean = {k: float(np.mean([r[k] for r in tail])) for k in keys}
 
@@ -292,12 +230,10 @@ def _train_run(spec: dict, folder: Path) -> dict:
 
     _write_csv(folder / "history.csv", history)
     _write_csv(folder / "validation.csv", validation)
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()},
-              str(folder / "net.safetensors"))
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainer.aug.state_dict().items()},
-              str(folder / "aug.safetensors"))
+    trainer.export(folder / "model.safetensors")
     result = {"name": spec["name"], "label": spec.get("label", spec["name"]), "folder": str(folder),
-              "role": spec["role"], "preset": spec["preset"], "final": final, "learned": tail_mean,
+              "role": spec["role"], "preset": spec.get("preset", {}), "seed": t.seed, "final": final,
+              "learned": tail_mean, "start": spec.get("start", {}),
               "tail_steps": tail_n, "dice": dice, "wall_s": wall, "steps": t.steps,
               "hyper_start": t.hyper_start, "device": str(device), "threads": torch.get_num_threads(),
               "last_val_dice": validation[-1]["mean_dice"] if validation else None}

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from .common import (DEFAULT_LABEL_MAPS, EXPERIMENTS, MODES, common_shape, deep_merge, load_experiment,
-                     preset_recovery, preset_sigma_value, spec_id, split_maps, train_run)
+                     preset_recovery, preset_sigma_value, run_folder, spec_id, split_maps, train_run)
 from .prep import DEFAULT_CACHE, prepare_label_maps
 from .report import write_report
 
@@ -61,74 +61,128 @@ def prepare(exp: dict, label_maps: str, cache: str | None, factor: int | None, l
 
 
 def _base_config(exp: dict, data: dict) -> dict:
+    # data.val_fraction of the training maps is held out for validation (engine, recovery mode)
     return deep_merge(exp["l2s"], {"data": {"label_maps": data["train"], "label_table": data["table"],
                                             "patch_size": data["shape"]}})
 
 
-def _test_spec(exp: dict, data: dict) -> dict:
+def _corruption(p: dict) -> dict:
+    """A preset without its run settings (start values, targets): what the "real" images are."""
+    return {k: v for k, v in p.items() if k in ("name", "sigma", "sigma_range", "inu_c")}
+
+
+def _test_spec(exp: dict, data: dict, presets: list[dict] | None = None) -> dict:
     t = exp.get("test", {})
-    return {"maps": data["test"], "presets": exp["presets"], "images": int(t.get("images", 64)),
-            "seed": int(t.get("seed", 12345))}
+    return {"maps": data["test"], "presets": [_corruption(p) for p in (presets if presets is not None else exp["presets"])],
+            "images": int(t.get("images", 64)), "seed": int(t.get("seed", 12345))}
 
 
-def _common(exp: dict) -> dict:
-    s = exp.get("schedule", {})
-    return {"lr_augmentation_final": float(s.get("lr_augmentation_final", 1.0)),
-            "tail_fraction": float(s.get("tail_fraction", 0.2))}
+def _tail(exp: dict) -> dict:
+    return {"tail_fraction": float(exp.get("schedule", {}).get("tail_fraction", 0.25))}
 
 
-def learn2synth_specs(exp: dict, data: dict) -> list[dict]:
+def _seeds(exp: dict) -> list[int]:
+    return [int(v) for v in exp.get("seeds", [0])]
+
+
+def _finetune(exp: dict, seed: int, base: dict, runs_dir: Path, hyper: bool) -> dict:
+    """Training settings of an L / N / O run: it continues the seed's base network for
+    ``finetune.steps`` steps (L: the first ``finetune.hyper_start`` of them without hyper-steps)."""
+    f = exp["finetune"]
+    return {"seed": seed, "steps": int(f["steps"]), "hyper_start": int(f.get("hyper_start", 0)) if hyper else 0,
+            "init_from": str(run_folder(base, runs_dir) / "model.safetensors")}
+
+
+def base_specs(exp: dict, data: dict) -> dict[int, dict]:
+    """The warm-start networks: naive SynthSeg on clean images (sigma 0, no INU), one per seed,
+    validated on clean images from held-out maps. Identical in every experiment, so trained once."""
+    b = exp["base"]
+    aug = {"kind": "parametric", "noise": "fixed", "sigma_init": 0.0, "inu": False}
+    out = {}
+    for seed in _seeds(exp):
+        cfg = deep_merge(_base_config(exp, data), {
+            "augmentation": aug, "recovery": preset_recovery({"sigma": 0.0}, [2, 4, 8]),
+            "training": {"method": "synthseg", "seed": seed, "steps": int(b["steps"]),
+                         "lr_segmentation": float(b["lr_segmentation"]), "hyper_start": 0,
+                         "val_every": int(b.get("val_every", 500))}})
+        out[seed] = {"name": f"B_s{seed}", "label": f"base seed {seed}", "role": "B", "preset": {"name": "0", "sigma": 0.0},
+                     "config": cfg, "test": _test_spec(exp, data, exp["base_test_presets"]), **_tail(exp)}
+    return out
+
+
+def _start_augmentation(exp: dict, p: dict) -> dict:
+    """The learnable augmentation of an L run, started at the preset's ``start`` (away from it)."""
+    aug = dict(exp["augmentation"])
+    start = p.get("start", {})
+    if "sigma" in start:
+        aug["sigma_init"] = float(start["sigma"])
+    if "c" in start:
+        aug["inu_c_init"] = [float(v) for v in start["c"]]
+    return aug
+
+
+def learn2synth_specs(exp: dict, data: dict, bases: dict[int, dict], runs_dir: Path) -> list[dict]:
     base = _base_config(exp, data)
     nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
     specs = []
-    for p in exp["presets"] + exp.get("extra_presets", []):
-        cfg = deep_merge(base, {"augmentation": exp["augmentation"], "training": {"method": "learn2synth"},
-                                "recovery": preset_recovery(p, nodes)})
-        specs.append({"name": f"{exp['name']}_L_{_safe(p['name'])}", "label": f"L {p['name']}", "role": "L",
-                      "preset": p, "config": cfg, "test": _test_spec(exp, data), **_common(exp)})
+    for seed in _seeds(exp):
+        for p in exp["presets"] + exp.get("extra_presets", []):
+            cfg = deep_merge(base, {"augmentation": _start_augmentation(exp, p),
+                                    "training": {"method": "learn2synth",
+                                                 **_finetune(exp, seed, bases[seed], runs_dir, True)},
+                                    "recovery": preset_recovery(p, nodes)})
+            specs.append({"name": f"{exp['name']}_L_{_safe(p['name'])}_s{seed}", "label": f"L {p['name']} s{seed}",
+                          "role": "L", "preset": p, "start": p.get("start", {}), "config": cfg,
+                          "test": _test_spec(exp, data), **_tail(exp)})
     return specs
 
 
-def naive_specs(exp: dict, data: dict) -> list[dict]:
+def naive_specs(exp: dict, data: dict, bases: dict[int, dict], runs_dir: Path) -> list[dict]:
     """Naive SynthSeg: the augmentation fixed at the preset (a U[low, high] sigma preset uses the
-    preset corruption itself as augmentation, since eq. 8 has one sigma)."""
+    engine's per-image 'uniform' noise, since eq. 8 has one sigma)."""
     base = _base_config(exp, data)
     nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
     specs = []
-    for p in exp["presets"]:
-        c = [float(v) for v in p.get("inu_c", [])]
-        aug = {"kind": "parametric", "noise": "fixed", "inu": bool(c), "inu_nodes": nodes[:max(len(c), 1)],
-               "sigma_init": preset_sigma_value(p), "inu_c_init": 0.5}
-        rec = preset_recovery(p, nodes)
-        cfg = deep_merge(base, {"augmentation": aug, "training": {"method": "synthseg"}, "recovery": rec})
-        spec = {"name": f"N_{'inu' if c else 'noise'}_{_safe(p['name'])}", "label": f"N {p['name']}", "role": "N",
-                "preset": p, "config": cfg, "test": _test_spec(exp, data), "theta": {"c": c} if c else {},
-                "preset_aug": rec if p.get("sigma_range") else None, **_common(exp)}
-        specs.append(spec)
+    for seed in _seeds(exp):
+        for p in exp["presets"]:
+            c = [float(v) for v in p.get("inu_c", [])]
+            aug = {"kind": "parametric", "noise": "uniform" if p.get("sigma_range") else "fixed",
+                   "sigma_init": preset_sigma_value(p), "inu": bool(c), "inu_nodes": nodes[:max(len(c), 1)],
+                   "inu_c_init": c or [0.5]}
+            if p.get("sigma_range"):
+                aug["sigma_range"] = [float(v) for v in p["sigma_range"]]
+            cfg = deep_merge(base, {"augmentation": aug, "recovery": preset_recovery(p, nodes),
+                                    "training": {"method": "synthseg",
+                                                 **_finetune(exp, seed, bases[seed], runs_dir, False)}})
+            specs.append({"name": f"N_{'inu' if c else 'noise'}_{_safe(p['name'])}_s{seed}",
+                          "label": f"N {p['name']} s{seed}", "role": "N", "preset": _corruption(p), "config": cfg,
+                          "test": _test_spec(exp, data), **_tail(exp)})
     return specs
 
 
-def optimized_specs(exp: dict, data: dict, learned: dict[str, dict]) -> list[dict]:
-    """SynthSeg retrained with the augmentation fixed at what Learn2Synth learned (``learned``:
-    preset name -> L result)."""
+def optimized_specs(exp: dict, data: dict, bases: dict[int, dict], runs_dir: Path,
+                    learned: dict[tuple[str, int], dict]) -> list[dict]:
+    """SynthSeg from the base network with the augmentation fixed at what Learn2Synth learned
+    (``learned``: (preset name, seed) -> L result); the nonparametric kind takes L's final residual
+    network and sigma (``init_theta_from``)."""
     base = _base_config(exp, data)
     nodes = exp["l2s"].get("recovery", {}).get("inu_nodes", [2, 4, 8])
     specs = []
-    for p in exp["presets"]:
-        res = learned[p["name"]]
-        cfg = deep_merge(base, {"augmentation": exp["augmentation"], "training": {"method": "synthseg"},
-                                "recovery": preset_recovery(p, nodes)})
-        spec = {"name": f"{exp['name']}_O_{_safe(p['name'])}", "label": f"O {p['name']}", "role": "O",
-                "preset": p, "config": cfg, "test": _test_spec(exp, data), **_common(exp)}
-        if exp["augmentation"].get("kind") == "nonparametric":
-            spec["aug_state_from"] = res["folder"]      # the learned residual net and sigma, as trained
-        else:
-            theta = {"sigma": res["learned"]["sigma"]}
-            cs = [res["learned"][k] for k in sorted(res["learned"]) if re.fullmatch(r"c\d+", k)]
-            if cs:
-                theta["c"] = cs
-            spec["theta"] = theta
-        specs.append(spec)
+    for seed in _seeds(exp):
+        for p in exp["presets"]:
+            res = learned[(p["name"], seed)]
+            aug = dict(exp["augmentation"])
+            train = {"method": "synthseg", **_finetune(exp, seed, bases[seed], runs_dir, False)}
+            if aug.get("kind") == "nonparametric":
+                train["init_theta_from"] = str(Path(res["folder"]) / "model.safetensors")
+            else:
+                aug["sigma_init"] = res["learned"]["sigma"]
+                cs = [res["learned"][k] for k in sorted(res["learned"]) if re.fullmatch(r"c\d+", k)]
+                if cs:
+                    aug["inu_c_init"] = cs
+            cfg = deep_merge(base, {"augmentation": aug, "training": train, "recovery": preset_recovery(p, nodes)})
+            specs.append({"name": f"{exp['name']}_O_{_safe(p['name'])}_s{seed}", "label": f"O {p['name']} s{seed}",
+                          "role": "O", "preset": p, "config": cfg, "test": _test_spec(exp, data), **_tail(exp)})
     return specs
 
 
@@ -163,30 +217,32 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
     if device:
         exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": device}})
     if steps:
-        exp["l2s"] = deep_merge(exp["l2s"], {"training": {"steps": steps,
-                                                          "hyper_start": min(exp["l2s"]["training"].get("hyper_start", 0), steps // 2)}})
+        f = exp["finetune"]
+        exp["finetune"] = {**f, "steps": steps, "hyper_start": min(int(f.get("hyper_start", 0)), steps // 2)}
     start = time.perf_counter()
     log(f"[{name}] mode {mode}: preparing label maps from {label_maps}")
     data = prepare(exp, label_maps, cache, factor, log=lambda m: log(m))
     log(f"[{name}] {len(data['train'])} training maps, {len(data['test'])} test maps, 2D slices "
         f"{'x'.join(map(str, data['shape']))} at {data['factor']} mm")
-    runs_dir = out / "runs"
+    runs_dir = (out / "runs").resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
-    L = learn2synth_specs(exp, data)
-    N = naive_specs(exp, data) if "dice" in stages else []
+    bases = base_specs(exp, data)
+    B_res = run_specs(list(bases.values()), runs_dir, jobs, threads, log)
+    L = learn2synth_specs(exp, data, bases, runs_dir)
+    N = naive_specs(exp, data, bases, runs_dir) if "dice" in stages else []
     results = run_specs(L + N, runs_dir, jobs, threads, log)
     L_res, N_res = results[:len(L)], results[len(L):]
     O_res = []
     if "dice" in stages:
-        learned = {r["preset"]["name"]: r for r in L_res}
-        O_res = run_specs(optimized_specs(exp, data, learned), runs_dir, jobs, threads, log)
+        learned = {(r["preset"]["name"], r["seed"]): r for r in L_res}
+        O_res = run_specs(optimized_specs(exp, data, bases, runs_dir, learned), runs_dir, jobs, threads, log)
     wall = time.perf_counter() - start
     env = {"device": L_res[0]["device"] if L_res else "", "torch": torch.__version__,
            "cpu_count": mp.cpu_count(), "platform": platform.platform(), "jobs": jobs, "threads": threads}
     exp_dir = out / name
-    write_report(exp, data, L_res, N_res, O_res, exp_dir, wall, env)
+    write_report(exp, data, B_res, L_res, N_res, O_res, exp_dir, wall, env)
     log(f"[{name}] done in {wall:.0f} s; results in {exp_dir}")
-    return {"experiment": name, "dir": str(exp_dir), "wall_s": wall, "L": L_res, "N": N_res, "O": O_res}
+    return {"experiment": name, "dir": str(exp_dir), "wall_s": wall, "B": B_res, "L": L_res, "N": N_res, "O": O_res}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     ap.add_argument("--factor", type=int, default=None, help="override the mode's downsampling factor")
-    ap.add_argument("--steps", type=int, default=None, help="override training.steps (hyper_start clipped to half)")
+    ap.add_argument("--steps", type=int, default=None, help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
     ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
     args = ap.parse_args(argv)

@@ -204,15 +204,24 @@ def _on_rank0(rank: int, world: int, check) -> None:
 
 
 def _absolute_data_paths(data: dict, base: Path) -> dict:
-    """Relative data paths in a config file are relative to that file."""
-    section = data.get("data")
-    if isinstance(section, dict):
-        for key in ("label_maps", "real_images", "real_labels"):
+    """Relative data paths in a config file (data files, recovery.val_label_maps,
+    training.init_from / init_theta_from) are relative to that file."""
+    def absolute(v):
+        return str(base / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
+
+    for name, keys in (("data", ("label_maps", "real_images", "real_labels")), ("recovery", ("val_label_maps",)),
+                       ("training", ("init_from", "init_theta_from"))):
+        section = data.get(name)
+        if not isinstance(section, dict):
+            continue
+        for key in keys:
             value = section.get(key)
+            if key.startswith("init_"):
+                section[key] = absolute(value)
+                continue
             items = [value] if isinstance(value, str) else value
             if isinstance(items, list):
-                section[key] = [str(base / v) if isinstance(v, str) and not Path(v).is_absolute() else v
-                                for v in items]
+                section[key] = [absolute(v) for v in items]
     return data
 
 

@@ -82,19 +82,24 @@ class AugmentationConfig:
     """The learnable augmentation A_theta (Learn2Synth Sec. 3.3-3.4)."""
 
     kind: Literal["parametric", "nonparametric", "none"] = "parametric"
-    noise: Literal["fixed", "per_image", "none"] = "fixed"
-    """'fixed': x + sigma*eps (eq. 8); 'per_image': x + sigma*s*eps with s ~ N(0,1) (eq. 9)."""
-    sigma_init: float = 0.1
+    noise: Literal["fixed", "per_image", "uniform", "none"] = "fixed"
+    """'fixed': x + sigma*eps (eq. 8); 'per_image': x + sigma*s*eps with s ~ N(0,1) (eq. 9);
+    'uniform': x + sigma_i*eps with sigma_i ~ U[sigma_range] per image, not learned (naive SynthSeg
+    at the paper's U[0.025, 0.2] setting)."""
+    sigma_init: float = 0.05
     """Initial noise sigma (kept >= 0)."""
+    sigma_range: list[float] = field(default_factory=lambda: [0.025, 0.2])
+    """[low, high] of the per-image sigma of noise 'uniform'."""
     inu: bool = True
     """Intensity non-uniformity (eq. 6-7); parametric kind only."""
     inu_nodes: list[int] = field(default_factory=lambda: [2, 4, 8])
     """M_k: nodes per axis of each of the K random fields."""
-    inu_c_init: float = 0.5
-    """Initial exponents c_k (kept in [0, c_max])."""
+    inu_c_init: list[float] = field(default_factory=lambda: [0.25])
+    """Initial exponents c_k (kept in [0, c_max]): one value for every field, or one per field."""
     inu_c_max: float = 2.0
-    residual_widths: list[int] = field(default_factory=lambda: [8, 16])
-    """Widths of the residual network of the nonparametric augmentation (eq. 10-11)."""
+    residual_widths: list[int] = field(default_factory=lambda: [8, 16, 16, 16])
+    """Widths of the residual UNet of the nonparametric augmentation (eq. 10-11), one per level:
+    4 levels see about 45 pixels, enough to express the 2- and 4-node INU fields."""
 
 
 @dataclass
@@ -120,6 +125,12 @@ class TrainingConfig:
     """Learning rate of the inner update of phi (eq. 2)."""
     lr_augmentation: float = 1e-3
     """Learning rate of the Adam update of theta (eq. 5)."""
+    lr_augmentation_schedule: Literal["constant", "cosine"] = "constant"
+    """'cosine': theta's learning rate decays by a half cosine from lr_augmentation at the first
+    hyper-step to lr_augmentation * lr_augmentation_final at the last step, so that theta settles
+    instead of walking by about the learning rate per hyper-step."""
+    lr_augmentation_final: float = 0.1
+    """Final fraction of lr_augmentation under the cosine schedule."""
     inner_optimizer: Literal["adam", "sgd"] = "adam"
     """The update() of eq. 2, differentiated through for the hypergradient."""
     hypergradient: Literal["exact", "naive", "approx"] = "exact"
@@ -130,6 +141,12 @@ class TrainingConfig:
     hyper_start: int = 0
     """Iterations of plain synthetic training (theta fixed) before the first hyper-step: the
     hypergradient of an untrained network carries little information about theta."""
+    init_from: str = ""
+    """Warm start: a model (.safetensors) or a run folder (its model.safetensors) whose network
+    weights start this run (same classes, dimensionality and network settings); empty: random."""
+    init_theta_from: str = ""
+    """A model or run folder whose learned augmentation (sigma, c_k, residual net) starts theta
+    (often the same as init_from); empty: theta starts from the augmentation settings."""
     seed: int = 0
     device: str = "auto"
     """'auto' (CUDA if present, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
@@ -158,6 +175,9 @@ class RecoveryConfig:
     inu_nodes: list[int] = field(default_factory=lambda: [2, 4, 8])
     val_batches: int = 4
     """Fixed validation batches of corrupted synthetic images."""
+    val_label_maps: list[str] = field(default_factory=list)
+    """Label maps (files or folders) of the validation images, never used for synthesis; empty:
+    data.val_fraction of data.label_maps is held out (seeded; at least one map each way)."""
 
 
 @dataclass
@@ -253,7 +273,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            if typing.get_args(tp)[0] is str and isinstance(value, str):
+            inner = typing.get_args(tp)[0]
+            if (inner is str and isinstance(value, str)) or (
+                    inner is float and isinstance(value, (int, float)) and not isinstance(value, bool)):
                 value = [value]
             else:
                 raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
@@ -324,8 +346,11 @@ def validate(cfg: Config) -> None:
     _require(len(a.inu_nodes) >= 1 and all(m >= 2 for m in a.inu_nodes), "augmentation.inu_nodes",
              f"must be a non-empty list of node counts >= 2, got {a.inu_nodes}")
     _require(a.inu_c_max > 0, "augmentation.inu_c_max", f"must be > 0, got {a.inu_c_max}")
-    _require(0 <= a.inu_c_init <= a.inu_c_max, "augmentation.inu_c_init",
-             f"must be in [0, inu_c_max={a.inu_c_max}], got {a.inu_c_init}")
+    _require(len(a.inu_c_init) in (1, len(a.inu_nodes)) and all(0 <= c <= a.inu_c_max for c in a.inu_c_init),
+             "augmentation.inu_c_init", f"must be one value or one per field ({len(a.inu_nodes)}), each in "
+             f"[0, inu_c_max={a.inu_c_max}], got {a.inu_c_init}")
+    _require(len(a.sigma_range) == 2 and 0 <= a.sigma_range[0] <= a.sigma_range[1], "augmentation.sigma_range",
+             f"must be [low, high] with 0 <= low <= high, got {a.sigma_range}")
     _require(len(a.residual_widths) >= 1 and all(w >= 1 for w in a.residual_widths),
              "augmentation.residual_widths", f"must be a non-empty list of positive widths, got {a.residual_widths}")
     _require(len(n.widths) >= 1 and all(w >= 1 for w in n.widths), "network.widths",
@@ -334,6 +359,8 @@ def validate(cfg: Config) -> None:
     _require(t.steps >= 0, "training.steps", f"must be >= 0, got {t.steps}")
     for key in ("lr_segmentation", "lr_augmentation"):
         _require(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
+    _require(0 < t.lr_augmentation_final <= 1, "training.lr_augmentation_final",
+             f"must be in (0, 1], got {t.lr_augmentation_final}")
     _require(t.hyper_start >= 0, "training.hyper_start", f"must be >= 0, got {t.hyper_start}")
     for key in ("hyper_every", "val_every", "preview_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         _require(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
@@ -353,8 +380,9 @@ def validate(cfg: Config) -> None:
     if t.method == "learn2synth":
         _require(a.kind != "none", "augmentation.kind",
                  "learn2synth needs a learnable augmentation (parametric or nonparametric)")
-        _require(not (a.kind == "parametric" and a.noise == "none" and not a.inu), "augmentation",
-                 "the parametric augmentation has nothing to learn: enable noise or inu")
+        _require(not (a.kind == "parametric" and a.noise in ("none", "uniform") and not a.inu), "augmentation",
+                 "the parametric augmentation has nothing to learn: enable learnable noise (fixed or "
+                 "per_image) or inu")
 
 
 def check_data_present(cfg: Config) -> None:

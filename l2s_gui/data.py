@@ -173,9 +173,11 @@ class TrainingData:
     def __init__(self, table: LabelTable, ndim: int, slice_axis: int, spatial_shape: Sequence[int],
                  patch_mode: bool, label_maps: list[Tensor], label_map_paths: list[Path],
                  train: list[RealPair], val: list[RealPair], seed: int = 0,
-                 generation_classes: Tensor | None = None):
+                 generation_classes: Tensor | None = None, held_out_maps: Sequence[int] = ()):
         """``label_maps`` hold generation labels when ``generation_classes`` (generation label ->
-        class, int64) is given, else classes."""
+        class, int64) is given, else classes. ``held_out_maps`` (indices into ``label_maps``) are
+        kept apart from synthesis: only ``sample_generation_batch(held_out=True)`` draws from them
+        (the validation images of the recovery experiments)."""
         self.table = table
         if generation_classes is None:  # the maps hold classes: generation label = class
             generation_classes = torch.arange(table.n_classes)
@@ -184,12 +186,20 @@ class TrainingData:
         self.slice_axis = int(slice_axis)
         self.spatial_shape = [int(s) for s in spatial_shape]
         self.patch_mode = bool(patch_mode)
-        self.label_map_paths = list(label_map_paths)
+        held = sorted(set(int(i) for i in held_out_maps))
+        keep = [i for i in range(len(label_maps)) if i not in held]
+        if held and not keep:
+            raise InputError("every label map is held out for validation: keep at least one for synthesis")
+        self.label_map_paths = [label_map_paths[i] for i in keep] if label_map_paths else []
+        self.held_out_map_paths = [label_map_paths[i] for i in held] if label_map_paths else []
         self.train_pairs = list(train)
         self.val_pairs = list(val)
         self.seed = int(seed)
-        self._maps = _Volumes(label_maps, None, self.slice_axis, [str(p) for p in label_map_paths],
+        names = [str(p) for p in label_map_paths] or [f"label map {i + 1}" for i in range(len(label_maps))]
+        self._maps = _Volumes([label_maps[i] for i in keep], None, self.slice_axis, [names[i] for i in keep],
                               is_foreground=self.generation_classes.ne(0))
+        self._held_out = _Volumes([label_maps[i] for i in held], None, self.slice_axis, [names[i] for i in held],
+                                  is_foreground=self.generation_classes.ne(0)) if held else None
         self._train = _Volumes([p.labels for p in train], [p.image for p in train], self.slice_axis,
                                [str(p.label_path) for p in train])
         self._val = _Volumes([p.labels for p in val], [p.image for p in val], self.slice_axis,
@@ -199,10 +209,30 @@ class TrainingData:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int, need_label_maps: bool, need_real: bool,
-                    pad_multiple: int = 1, log: Callable[[str], None] | None = None) -> "TrainingData":
-        """Load what ``cfg`` lists (see the module docstring for every rule)."""
+                    pad_multiple: int = 1, log: Callable[[str], None] | None = None,
+                    val_label_maps: Sequence[str] = (), val_map_fraction: float = 0.0) -> "TrainingData":
+        """Load what ``cfg`` lists (see the module docstring for every rule).
+
+        Held-out label maps (recovery experiments: validation images from maps that synthesis
+        never sees): ``val_label_maps`` (files or folders), or else a seeded ``val_map_fraction`` of
+        ``cfg.label_maps`` (at least one map each way; an error with fewer than two maps)."""
         say = log or (lambda _msg: None)
         map_paths = expand_paths(cfg.label_maps, "data.label_maps") if cfg.label_maps else []
+        held_out: list[int] = []
+        if val_label_maps:
+            extra = expand_paths(list(val_label_maps), "recovery.val_label_maps")
+            shared = sorted({str(p.resolve()) for p in extra} & {str(p.resolve()) for p in map_paths})
+            if shared:
+                raise InputError(f"recovery.val_label_maps: {shared[0]} is also in data.label_maps; validation "
+                                 f"maps must be held out from synthesis")
+            held_out = list(range(len(map_paths), len(map_paths) + len(extra)))
+            map_paths = map_paths + extra
+        elif val_map_fraction > 0 and need_label_maps:
+            if len(map_paths) < 2:
+                raise InputError(f"data.label_maps: {len(map_paths)} label map found; validation images must come "
+                                 f"from label maps held out from synthesis: list at least 2 maps, or set "
+                                 f"recovery.val_label_maps")
+            _, held_out = split_pairs([(p, p) for p in map_paths], val_map_fraction, seed)
         if need_label_maps and not map_paths:
             raise InputError("data.label_maps: list at least one label map (file or folder) for synthesis")
         image_paths = expand_paths(cfg.real_images, "data.real_images") if cfg.real_images else []
@@ -288,7 +318,7 @@ class TrainingData:
                 shapes = [tuple(s for d, s in enumerate(sh) if d != axis) for sh in shapes]
             spatial = [_round_up(max(sh[d] for sh in shapes), max(int(pad_multiple), 1)) for d in range(ndim)]
         return cls(table, ndim, axis, spatial, bool(cfg.patch_size), maps, [p for p, _, _ in compact] if maps else [],
-                   train, val, seed, generation_classes)
+                   train, val, seed, generation_classes, held_out_maps=held_out if maps else ())
 
     # ------------------------------------------------------------------ counts
     @property
@@ -298,6 +328,10 @@ class TrainingData:
     @property
     def n_label_maps(self) -> int:
         return len(self._maps)
+
+    @property
+    def n_held_out_maps(self) -> int:
+        return len(self._held_out) if self._held_out is not None else 0
 
     @property
     def n_train(self) -> int:
@@ -354,11 +388,14 @@ class TrainingData:
         return int(self.generation_classes.numel())
 
     def sample_generation_batch(self, batch_size: int, generator: torch.Generator,
-                                device: torch.device | str = "cpu") -> Tensor:
-        """Label maps for synthesis: LongTensor (B, *spatial_shape) of generation labels on ``device``."""
-        if not self.n_label_maps:
-            raise RuntimeError("no label maps were loaded (need_label_maps=False)")
-        labs = [self._draw(self._maps, generator, False)[1] for _ in range(batch_size)]
+                                device: torch.device | str = "cpu", held_out: bool = False) -> Tensor:
+        """Label maps for synthesis: LongTensor (B, *spatial_shape) of generation labels on ``device``;
+        ``held_out=True``: from the held-out maps instead (never used for synthesis)."""
+        vols = self._held_out if held_out else self._maps
+        if vols is None or not len(vols):
+            raise RuntimeError("no held-out label maps" if held_out else
+                               "no label maps were loaded (need_label_maps=False)")
+        labs = [self._draw(vols, generator, False)[1] for _ in range(batch_size)]
         return torch.stack(labs).to(device).long()
 
     def sample_label_batch(self, batch_size: int, generator: torch.Generator,

@@ -7,6 +7,7 @@ the metadata is written beside the model for people and other tools.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +132,50 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
         raise InputError(f"{path}: model weights do not match its config ({first})") from None
     model = LoadedModel(net.eval(), aug.eval(), table, config, list(meta["spatial_shape"]), int(meta["step"]), path)
     return model.to(device)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model file, or a run folder's ``model.safetensors``."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "model.safetensors"
+        if not candidate.is_file():
+            raise InputError(f"{path}: a folder without model.safetensors (not a run folder with a saved model)")
+        return candidate
+    return path
+
+
+def load_warm_start(source: str | Path, table: LabelTable, config: Config, net: nn.Module | None = None,
+                    augmentation: nn.Module | None = None) -> LoadedModel:
+    """Copy a saved model's network weights into ``net`` (``training.init_from``) and/or its learned
+    augmentation into ``augmentation`` (``training.init_theta_from``). Refused in one line naming the
+    file when the model segments other classes, in another dimensionality, or (for ``net``) with
+    other network settings, or (for ``augmentation``) with another augmentation."""
+    path = resolve_model_path(source)
+    key = "training.init_from" if net is not None else "training.init_theta_from"
+    where = f"{key}: {path}"
+    try:
+        model = load_model(path)
+    except InputError as exc:
+        raise InputError(f"{key}: {exc}") from None
+    if model.ndim != config.data.ndim:
+        raise InputError(f"{where}: a {model.ndim}D model, but this run trains in {config.data.ndim}D (data.ndim)")
+    if model.table.values != table.values:
+        raise InputError(f"{where}: the model segments the label values {model.table.values}, this run "
+                         f"{table.values}; use the same label table")
+    if net is not None:
+        ours, theirs = dataclasses.asdict(config.network), dataclasses.asdict(model.config.network)
+        diff = [k for k in ours if ours[k] != theirs.get(k)]
+        if diff:
+            k = diff[0]
+            raise InputError(f"{where}: the model's network.{k} is {theirs.get(k)!r}, this run's {ours[k]!r}; "
+                             f"set network.{k} to the model's value to start from it")
+        net.load_state_dict(model.net.state_dict())
+    if augmentation is not None:
+        try:
+            augmentation.load_state_dict(model.augmentation.state_dict())
+        except RuntimeError:
+            raise InputError(f"{where}: the model's augmentation ({model.config.augmentation.kind}, "
+                             f"{model.config.augmentation.noise} noise, inu {model.config.augmentation.inu}) does "
+                             f"not match this run's augmentation settings") from None
+    return model

@@ -18,6 +18,7 @@ differentiates through the update); rank 0 alone writes the run folder.
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from collections import deque
@@ -38,7 +39,7 @@ from .events import (CheckpointEvent, DoneEvent, Event, LogEvent, PreviewEvent, 
                      ValidationEvent)
 from .hypergrad import InnerOptimizer, hyper_step, loss_and_grads
 from .losses import hard_dice, soft_dice_loss
-from .model_io import build_network, export_model
+from .model_io import build_network, export_model, load_warm_start
 from .runs import RunFolder
 from .recovery import PresetCorruption
 from .synthesis import build_generator
@@ -83,10 +84,13 @@ class Trainer:
         self.method = t.method
         torch.manual_seed(t.seed)
         n_levels = len(config.network.widths)
+        rec = config.recovery
         self.data = data or TrainingData.from_config(
             config.data, seed=t.seed, need_label_maps=self.method != "supervised",
-            need_real=not config.recovery.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
-            pad_multiple=2 ** (n_levels - 1))
+            need_real=not rec.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
+            pad_multiple=2 ** (n_levels - 1),
+            val_label_maps=rec.val_label_maps if rec.enabled else (),
+            val_map_fraction=config.data.val_fraction if rec.enabled else 0.0)
         self.table = self.data.table
         self.n_classes = self.data.n_classes
         self.net = build_network(config, self.n_classes).to(self.device)
@@ -103,6 +107,12 @@ class Trainer:
         self.gen_device = torch.Generator(device=self.device).manual_seed(t.seed * 1000 + 500 + self.rank)
         self.step = 0
         self.elapsed = 0.0
+        resuming = resume and self.run_folder is not None and self.run_folder.latest_checkpoint() is not None
+        if not resuming:
+            if t.init_from:
+                load_warm_start(t.init_from, self.table, config, net=self.net)
+            if t.init_theta_from:
+                load_warm_start(t.init_theta_from, self.table, config, augmentation=self.aug)
         self._broadcast_parameters()
         if resume:
             self._load_latest_checkpoint()
@@ -181,8 +191,9 @@ class Trainer:
                 gen_device = torch.Generator(device=self.device).manual_seed(self.cfg.training.seed + 7919)
                 images, labels = [], []
                 with torch.no_grad():
-                    for _ in range(self.cfg.recovery.val_batches):
-                        maps = self.data.sample_generation_batch(self.cfg.data.batch_size, gen_data, self.device)
+                    for _ in range(self.cfg.recovery.val_batches):  # from held-out maps, never synthesised from
+                        maps = self.data.sample_generation_batch(self.cfg.data.batch_size, gen_data, self.device,
+                                                                 held_out=True)
                         x, y = self.synth(maps, gen_device)
                         images.append(self.corruption(x, gen_device))
                         labels.append(y)
@@ -217,6 +228,8 @@ class Trainer:
             hyper = self._all_reduce(hyper)
             for name, p in self.aug.named_parameters():
                 p.grad = hyper[name].to(p.dtype)
+            for group in self.outer.param_groups:
+                group["lr"] = self.theta_learning_rate(self.step)
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
             self.aug.constrain_()
@@ -229,6 +242,18 @@ class Trainer:
             result = float(loss), None
         self._last_batch = (x, draw, y)
         return result
+
+    def theta_learning_rate(self, step: int) -> float:
+        """theta's learning rate at iteration ``step`` (0-based): constant, or a half cosine from
+        ``lr_augmentation`` at the first hyper-step (``hyper_start``) to ``lr_augmentation *
+        lr_augmentation_final`` at the last step."""
+        t = self.cfg.training
+        if t.lr_augmentation_schedule == "constant":
+            return t.lr_augmentation
+        span = max(t.steps - 1 - t.hyper_start, 1)
+        frac = min(max((step - t.hyper_start) / span, 0.0), 1.0)
+        final = t.lr_augmentation_final
+        return t.lr_augmentation * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
     # evaluation
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """The recovery experiments (experiments/, Learn2Synth Sec. 4.1): every experiment runs end to end
 in its quick mode on small generated label maps (nothing from ../shared), writes its tables and
-plots, and in the noise-only experiment the learned sigma moves toward the preset from a common
-start (down for preset 0, up for preset 0.15)."""
+plots; in the noise-only experiment a trained tiny base network recovers sigma (preset 0 from above,
+preset 0.15 from below); warm starts, shared runs and the engine's per-image uniform noise."""
 
 from __future__ import annotations
 
@@ -15,28 +15,27 @@ import pytest
 import torch
 
 from experiments import run as exp_run
-from experiments.common import (EXPERIMENTS, MODES, PresetAugmentation, deep_merge, load_experiment,
-                                spec_id, split_maps)
+from experiments.common import EXPERIMENTS, MODES, deep_merge, load_experiment, spec_id, split_maps
 from experiments.prep import downsample_majority, prepare_label_maps
-from l2s_gui.config import Config, RecoveryConfig
+from l2s_gui.augment import build_augmentation
+from l2s_gui.config import AugmentationConfig, Config, RecoveryConfig
 from l2s_gui.recovery import PresetCorruption
 
-from helpers import blob_labels
+from helpers import VALUES, blob_labels
 
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory):
     root = tmp_path_factory.mktemp("exp_maps")
-    for i in range(5):
+    for i in range(6):
         nib.save(nib.Nifti1Image(blob_labels((32, 32, 32), 100 + i), np.eye(4)), root / f"map{i}.nii.gz")
     return root
 
 
 @pytest.fixture(scope="module")
 def quick(maps, tmp_path_factory):
-    """The three experiments in quick mode, in one output folder (N runs shared), timed. The
-    noise-only experiment runs its recovery stage only (its L runs are the longest, for the direction
-    check); the two others run both stages (N, L, O and the Dice tables)."""
+    """The three experiments in quick mode, in one output folder (base and N runs shared), timed.
+    The noise-only experiment runs its recovery stage only; the two others run both stages."""
     out = tmp_path_factory.mktemp("exp_out")
     cache = tmp_path_factory.mktemp("exp_cache")
     common = ["--mode", "quick", "--label-maps", str(maps), "--out", str(out), "--cache", str(cache),
@@ -52,17 +51,27 @@ def read(path):
         return list(csv.DictReader(fh))
 
 
+def runs_json(quick, name):
+    return json.loads((quick["out"] / name / "runs.json").read_text())
+
+
+def spec_of(quick, result):
+    return json.loads((quick["out"] / "runs" / result["folder"].split("/")[-1] / "spec.json").read_text())
+
+
 def test_every_experiment_writes_tables_and_plots(quick):
     assert quick["rc"] == 0
     for name in EXPERIMENTS:
         d = quick["out"] / name
         with_dice = name != "noise_only"
-        files = ["recovery.csv", "README.md", "sigma_vs_step.png", "validation_dice.png", "runs.json"]
-        for f in files + (["dice.csv"] if with_dice else []):
+        files = ["recovery.csv", "recovery_summary.csv", "README.md", "sigma_vs_step.png", "validation_dice.png",
+                 "runs.json"]
+        for f in files + (["dice.csv", "dice_summary.csv"] if with_dice else []):
             assert (d / f).is_file() and (d / f).stat().st_size > 0, f"{name}/{f}"
         rec = read(d / "recovery.csv")
         exp = load_experiment(name, "quick")
         assert [r["preset"] for r in rec] == [p["name"] for p in exp["presets"] + exp.get("extra_presets", [])]
+        assert {"preset_sigma", "learned_sigma", "seed"} <= set(rec[0])
         for r in rec:
             assert float(r["learned_sigma"]) >= 0
         if not with_dice:
@@ -73,17 +82,31 @@ def test_every_experiment_writes_tables_and_plots(quick):
             for p in exp["presets"]:
                 assert 0.0 <= float(r[p["name"]]) <= 1.0
         text = (d / "README.md").read_text()
-        assert "Learned parameters" in text and "Test Dice" in text
+        assert "Learned parameters" in text and "Test Dice" in text and "Base networks" in text
     assert (quick["out"] / "noise_inu" / "c_vs_step.png").is_file()
 
 
-def test_noise_only_sigma_moves_toward_the_preset(quick):
-    """Start 0.075 for both: preset 0 must pull sigma down, preset 0.15 must push it up."""
+def test_sigma_recovered_from_a_trained_tiny_network(quick):
+    """The CI recovery check: from the trained base, sigma ends within 0.03 of preset 0 (started
+    0.05 above it) and of preset 0.15 (started 0.05 below it)."""
     rows = {r["preset"]: r for r in read(quick["out"] / "noise_only" / "recovery.csv")}
-    start = load_experiment("noise_only", "quick")["augmentation"]["sigma_init"]
-    assert float(rows["0"]["learned_sigma"]) < start
-    assert float(rows["0.15"]["learned_sigma"]) > start
-    assert float(rows["0.15"]["learned_sigma"]) > float(rows["0"]["learned_sigma"]) + 0.01
+    assert float(rows["0"]["start_sigma"]) == pytest.approx(0.05)
+    assert float(rows["0.15"]["start_sigma"]) == pytest.approx(0.10)
+    assert abs(float(rows["0"]["final_sigma"]) - 0.0) <= 0.03
+    assert abs(float(rows["0.15"]["final_sigma"]) - 0.15) <= 0.03
+
+
+def test_base_network_is_shared_and_every_run_starts_from_it(quick):
+    bases = {r["folder"] for name in EXPERIMENTS for r in runs_json(quick, name)["B"]}
+    assert len(bases) == 1   # one seed in quick mode, trained once for the three experiments
+    base_model = str(quick["out"] / "runs" / next(iter(bases)).split("/")[-1] / "model.safetensors")
+    for name in EXPERIMENTS:
+        for role in ("L", "N", "O"):
+            for r in runs_json(quick, name)[role]:
+                cfg = spec_of(quick, r)["config"]
+                assert cfg["training"]["init_from"] == base_model
+    base_spec = spec_of(quick, runs_json(quick, "noise_only")["B"][0])["config"]
+    assert base_spec["augmentation"]["sigma_init"] == 0 and base_spec["augmentation"]["inu"] is False
 
 
 def test_inu_runs_record_three_exponents(quick):
@@ -91,28 +114,28 @@ def test_inu_runs_record_three_exponents(quick):
     for r in rows:
         for k in ("c1", "c2", "c3"):
             assert 0.0 <= float(r[f"learned_{k}"]) <= 2.0
-            assert r[f"preset_{k}"] != ""
-    hist = json.loads((quick["out"] / "noise_inu" / "runs.json").read_text())["L"][0]["folder"]
+            assert r[f"preset_{k}"] != "" and r[f"start_{k}"] != ""
+    hist = runs_json(quick, "noise_inu")["L"][0]["folder"]
     header = (quick["out"] / "runs" / hist.split("/")[-1] / "history.csv").read_text().splitlines()[0]
     assert {"step", "sigma", "c1", "c2", "c3", "loss_real"} <= set(header.split(","))
 
 
 def test_optimized_runs_use_the_learned_parameters_and_n_runs_are_shared(quick):
-    runs = json.loads((quick["out"] / "noise_inu" / "runs.json").read_text())
+    runs = runs_json(quick, "noise_inu")
     learned = {r["preset"]["name"]: r["learned"] for r in runs["L"]}
     assert runs["O"]
     for o in runs["O"]:
-        spec = json.loads((quick["out"] / "runs" / o["folder"].split("/")[-1] / "spec.json").read_text())
+        aug = spec_of(quick, o)["config"]["augmentation"]
         want = learned[o["preset"]["name"]]
-        assert spec["theta"]["sigma"] == pytest.approx(want["sigma"])
-        assert spec["theta"]["c"] == pytest.approx([want["c1"], want["c2"], want["c3"]])
-        assert spec["config"]["training"]["method"] == "synthseg"
-    nonpar = json.loads((quick["out"] / "nonparametric" / "runs.json").read_text())
-    for o in nonpar["O"]:   # the nonparametric O runs start from the learned residual network
-        spec = json.loads((quick["out"] / "runs" / o["folder"].split("/")[-1] / "spec.json").read_text())
-        assert spec["aug_state_from"].endswith(nonpar["L"][0]["folder"].split("/")[-1])
-    n_inu = {r["folder"] for r in json.loads((quick["out"] / "noise_inu" / "runs.json").read_text())["N"]}
-    n_np = {r["folder"] for r in json.loads((quick["out"] / "nonparametric" / "runs.json").read_text())["N"]}
+        assert aug["sigma_init"] == pytest.approx(want["sigma"])
+        assert aug["inu_c_init"] == pytest.approx([want["c1"], want["c2"], want["c3"]])
+        assert spec_of(quick, o)["config"]["training"]["method"] == "synthseg"
+    nonpar = runs_json(quick, "nonparametric")
+    for o in nonpar["O"]:   # the nonparametric O runs take the learned residual network (engine warm start)
+        train = spec_of(quick, o)["config"]["training"]
+        assert nonpar["L"][0]["folder"].split("/")[-1] in train["init_theta_from"]
+    n_inu = {r["folder"] for r in runs["N"]}
+    n_np = {r["folder"] for r in nonpar["N"]}
     assert n_np <= n_inu   # the nonparametric table reuses the noise + INU naive baselines
 
 
@@ -122,22 +145,32 @@ def test_rerun_reuses_finished_runs(quick, maps):
     assert time.perf_counter() - start < 0.25 * quick["wall"] + 5
 
 
-def test_every_mode_of_every_experiment_builds_valid_configs():
-    data = {"train": ["a.nii.gz"], "test": ["b.nii.gz"], "table": "classes.json", "shape": [64, 64], "factor": 1}
+def test_every_mode_of_every_experiment_builds_valid_configs(tmp_path):
+    data = {"train": ["a.nii.gz"], "test": ["b.nii.gz"], "table": "freesurfer_4class", "shape": [64, 64],
+            "factor": 1}
     for name in EXPERIMENTS:
         for mode in MODES:
             exp = load_experiment(name, mode)
-            specs = exp_run.learn2synth_specs(exp, data) + exp_run.naive_specs(exp, data)
-            fake = {p["name"]: {"learned": {"sigma": 0.1, "c1": 0.5, "c2": 0.5, "c3": 0.5}, "folder": "x"}
-                    for p in exp["presets"]}
-            specs += exp_run.optimized_specs(exp, data, fake)
+            bases = exp_run.base_specs(exp, data)
+            specs = list(bases.values()) + exp_run.learn2synth_specs(exp, data, bases, tmp_path)
+            specs += exp_run.naive_specs(exp, data, bases, tmp_path)
+            fake = {(p["name"], s): {"learned": {"sigma": 0.1, "c1": 0.5, "c2": 0.5, "c3": 0.5}, "folder": "x"}
+                    for p in exp["presets"] for s in exp["seeds"]}
+            specs += exp_run.optimized_specs(exp, data, bases, tmp_path, fake)
             assert len({spec_id(s) for s in specs}) == len(specs)
             for s in specs:
                 Config.from_dict(s["config"])   # raises ConfigError on anything invalid
+            for s in specs:   # no Learn2Synth run starts at its preset (at least 0.04 away)
+                if s["role"] == "L":
+                    p, a = s["preset"], s["config"]["augmentation"]
+                    lo, hi = p.get("sigma_range") or [p["sigma"], p["sigma"]]
+                    assert a["sigma_init"] <= lo - 0.04 or a["sigma_init"] >= hi + 0.04
+                    for c0, c in zip(a.get("inu_c_init", []) if a.get("inu") else [], p.get("inu_c", [])):
+                        assert abs(c0 - c) >= 0.04
 
 
-def test_majority_downsampling_and_prep_cache(tmp_path):
-    a = np.zeros((4, 4, 4), np.uint8)
+def test_majority_downsampling_and_prep_keeps_generation_labels(tmp_path):
+    a = np.zeros((4, 4, 4), np.int64)
     a[:2, :2, :2] = 2
     a[0, 0, 0] = 1
     small = downsample_majority(a, 3, 2)
@@ -147,8 +180,9 @@ def test_majority_downsampling_and_prep_cache(tmp_path):
     files, table = prepare_label_maps(tmp_path, factor=2, cache=tmp_path / "c", log=lambda m: None)
     img = nib.load(str(files[0]))
     assert np.allclose(img.header.get_zooms(), 2.0)
-    assert set(np.unique(np.asarray(img.dataobj))) <= {0, 1, 2, 3, 4}
-    assert json.loads(table.read_text())["labels"][1]["name"] == "white matter"
+    # original FreeSurfer ids are kept (merged by the engine's label table only for the targets)
+    assert set(np.unique(np.asarray(img.dataobj)).tolist()) <= set(VALUES) and table == "freesurfer_4class"
+    assert len(set(np.unique(np.asarray(img.dataobj)).tolist())) >= 4
     again, _ = prepare_label_maps(tmp_path, factor=2, cache=tmp_path / "c", log=lambda m: None)
     assert again == files
 
@@ -159,15 +193,16 @@ def test_split_is_seeded_and_disjoint(tmp_path):
     assert len(test) == 2 and not set(train) & set(test) and split_maps(files, 0.2, 0) == (train, test)
 
 
-def test_preset_augmentation_matches_the_preset_corruption():
-    """Naive SynthSeg at a U[low, high] preset trains on the very distribution of the "real" images."""
+def test_uniform_noise_augmentation_matches_the_preset_corruption():
+    """Naive SynthSeg at a U[low, high] preset (engine noise 'uniform' + INU at the preset c) trains
+    on the very distribution of the "real" images."""
     rec = RecoveryConfig(enabled=True, sigma_range=[0.025, 0.2], inu_c=[0.5, 0.5, 0.5])
+    aug = build_augmentation(AugmentationConfig(noise="uniform", sigma_range=[0.025, 0.2], inu=True,
+                                                inu_c_init=[0.5, 0.5, 0.5]), 2)
     x = torch.full((256, 1, 16, 16), 0.5)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
-    aug = PresetAugmentation(rec)
     a = aug(x, aug.sample(x, g1))
     b = PresetCorruption(rec)(x, g2)
-    assert list(aug.parameters()) == [] or not any(p.requires_grad for p in aug.parameters())
     for q in (0.1, 0.5, 0.9):
         assert float(torch.quantile(a.flatten(), q)) == pytest.approx(float(torch.quantile(b.flatten(), q)), abs=0.02)
 

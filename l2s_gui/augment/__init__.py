@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import AugmentationConfig
 from .base import Augmentation, Identity
 from .inu import IntensityNonUniformity
-from .noise import GaussianNoise
+from .noise import GaussianNoise, UniformRangeNoise
 from .parametric import ParametricAugmentation
 from .residual import ResidualAugmentation
 
@@ -13,6 +13,7 @@ __all__ = [
     "Augmentation",
     "Identity",
     "GaussianNoise",
+    "UniformRangeNoise",
     "IntensityNonUniformity",
     "ParametricAugmentation",
     "ResidualAugmentation",
@@ -24,7 +25,7 @@ def build_augmentation(cfg: AugmentationConfig, ndim: int) -> Augmentation:
     """The augmentation described by ``cfg`` for ``ndim``-D images.
 
     * 'parametric': INU (if ``cfg.inu``) then noise ('fixed': eq. 8, 'per_image': eq. 9,
-      'none': no noise);
+      'uniform': sigma ~ U[sigma_range] per image, not learned; 'none': no noise);
     * 'nonparametric': residual net (eq. 10-11) followed by per-image noise (eq. 9) as in the paper
       (``cfg.noise`` is ignored; ``cfg.sigma_init`` sets the initial sigma);
     * 'none': :class:`Identity`.
@@ -36,6 +37,11 @@ def build_augmentation(cfg: AugmentationConfig, ndim: int) -> Augmentation:
                                     noise=GaussianNoise(cfg.sigma_init, per_image=True))
     if cfg.kind == "parametric":
         inu = IntensityNonUniformity(cfg.inu_nodes, cfg.inu_c_init, cfg.inu_c_max) if cfg.inu else None
-        noise = None if cfg.noise == "none" else GaussianNoise(cfg.sigma_init, per_image=cfg.noise == "per_image")
+        if cfg.noise == "none":
+            noise = None
+        elif cfg.noise == "uniform":
+            noise = UniformRangeNoise(*cfg.sigma_range)
+        else:
+            noise = GaussianNoise(cfg.sigma_init, per_image=cfg.noise == "per_image")
         return ParametricAugmentation(inu, noise)
     raise ValueError(f"augmentation.kind must be 'parametric', 'nonparametric' or 'none', got {cfg.kind!r}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Augmentation, randn
+from .base import Augmentation, rand, randn
 
-__all__ = ["GaussianNoise"]
+__all__ = ["GaussianNoise", "UniformRangeNoise"]
 
 
 class GaussianNoise(Augmentation):
@@ -63,3 +63,39 @@ class GaussianNoise(Augmentation):
 
     def extra_repr(self) -> str:
         return f"per_image={self.per_image}"
+
+
+class UniformRangeNoise(Augmentation):
+    """Gaussian noise whose standard deviation is drawn per image, ``sigma_i ~ U[low, high]``:
+    ``x + sigma_i * eps``. Nothing is learned (it has no parameters): this is the fixed augmentation
+    of naive SynthSeg at the paper's ``U[0.025, 0.2]`` setting, which eq. 8 cannot express.
+
+    The draw holds ``"eps"`` ``(B, 1, *spatial)`` and ``"u"`` ``(B, 1, 1, ..., 1)`` in [0, 1).
+    """
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got [{low}, {high}]")
+        self.low, self.high = float(low), float(high)
+
+    @torch.no_grad()
+    def sample(self, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return {"eps": randn(x.shape, generator, x),
+                "u": rand((x.shape[0],) + (1,) * (x.dim() - 1), generator, x)}
+
+    def _noise(self, draw: dict[str, Tensor]) -> Tensor:
+        return (self.low + (self.high - self.low) * draw["u"]) * draw["eps"]
+
+    def forward(self, x: Tensor, draw: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+        return x + self._noise(draw)
+
+    def theta(self) -> dict[str, float | list[float]]:
+        return {"sigma": 0.5 * (self.low + self.high)}
+
+    @torch.no_grad()
+    def components(self, x: Tensor, draw: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"noise": self._noise(draw).expand_as(x).clone()}
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"

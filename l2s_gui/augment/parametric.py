@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .base import Augmentation
 from .inu import IntensityNonUniformity
-from .noise import GaussianNoise
+from .noise import GaussianNoise, UniformRangeNoise
 
 __all__ = ["ParametricAugmentation"]
 
@@ -18,7 +18,7 @@ class ParametricAugmentation(Augmentation):
     Either part may be ``None``. The draw is the union of both parts' draws.
     """
 
-    def __init__(self, inu: IntensityNonUniformity | None = None, noise: GaussianNoise | None = None):
+    def __init__(self, inu: IntensityNonUniformity | None = None, noise: GaussianNoise | UniformRangeNoise | None = None):
         super().__init__()
         self.inu = inu
         self.noise = noise
