@@ -27,7 +27,9 @@ import platform
 import re
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -104,9 +106,14 @@ def base_specs(exp: dict, data: dict) -> dict[int, dict]:
             "augmentation": aug, "recovery": preset_recovery({"sigma": 0.0}, [2, 4, 8]),
             "training": {"method": "synthseg", "seed": seed, "steps": int(b["steps"]),
                          "lr_segmentation": float(b["lr_segmentation"]), "hyper_start": 0,
+                         "lr_segmentation_schedule": b.get("lr_schedule", "constant"),
+                         "lr_segmentation_final": float(b.get("lr_final", 0.1)),
                          "val_every": int(b.get("val_every", 500))}})
+        for key in ("lr_augmentation", "lr_augmentation_schedule", "lr_augmentation_final", "hypergradient",
+                    "hyper_every"):   # theta's settings: not used here, kept out of the run's identity
+            cfg["training"].pop(key, None)
         out[seed] = {"name": f"B_s{seed}", "label": f"base seed {seed}", "role": "B", "preset": {"name": "0", "sigma": 0.0},
-                     "config": cfg, "test": _test_spec(exp, data, exp["base_test_presets"]), **_tail(exp)}
+                     "config": cfg, "test": _test_spec(exp, data, exp["base_test_presets"])}
     return out
 
 
@@ -186,28 +193,50 @@ def optimized_specs(exp: dict, data: dict, bases: dict[int, dict], runs_dir: Pat
     return specs
 
 
-def run_specs(specs: list[dict], runs_dir: Path, jobs: int, threads: int, log=print) -> list[dict]:
-    todo = [s for s in specs if not (runs_dir / spec_id(s) / "result.json").is_file()]
-    if todo:
-        log(f"  training {len(todo)} run(s) ({len(specs) - len(todo)} already done), {jobs} at a time: "
-            + ", ".join(s["name"] for s in todo))
+@dataclass
+class Task:
+    """A run whose spec is built once the runs it depends on have finished (an O run needs its L
+    run's learned theta; every L / N / O run needs its seed's base network)."""
+
+    key: str
+    deps: list[str]
+    make_spec: Callable[[dict[str, dict]], dict]
+
+
+def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=print) -> dict[str, dict]:
+    """Run every task, up to ``jobs`` at a time, each as soon as its dependencies are done (in list
+    order among the ready ones); finished runs (result.json present) are reused. Returns key -> result."""
     results: dict[str, dict] = {}
+    pending = list(tasks)
+    running: dict = {}
     t0 = time.perf_counter()
-    if jobs <= 1 or len(todo) <= 1:
-        for s in specs:
-            r = train_run(s, str(runs_dir), threads)
-            results[spec_id(s)] = r
-            if s in todo:
-                log(f"    done {s['name']} in {r['wall_s']:.0f} s ({time.perf_counter() - t0:.0f} s elapsed)")
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {spec_id(s): (s, pool.submit(train_run, s, str(runs_dir), threads)) for s in specs}
-            for key, (s, fut) in futures.items():
-                r = fut.result()
-                results[key] = r
-                if s in todo:
-                    log(f"    done {s['name']} in {r['wall_s']:.0f} s ({time.perf_counter() - t0:.0f} s elapsed)")
-    return [results[spec_id(s)] for s in specs]
+    pool = ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=mp.get_context("spawn"))
+    try:
+        while pending or running:
+            for task in [t for t in pending if all(d in results for d in t.deps)]:
+                if len(running) >= max(jobs, 1):
+                    break
+                pending.remove(task)
+                spec = task.make_spec(results)
+                done = runs_dir / spec_id(spec) / "result.json"
+                if done.is_file():
+                    results[task.key] = json.loads(done.read_text())
+                    continue
+                log(f"    start {spec['name']} ({time.perf_counter() - t0:.0f} s elapsed)")
+                running[pool.submit(train_run, spec, str(runs_dir), threads)] = (task, spec)
+            if not running:
+                if pending and not any(all(d in results for d in t.deps) for t in pending):
+                    raise RuntimeError(f"tasks wait on runs that never come: {[t.key for t in pending]}")
+                continue
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task, spec = running.pop(fut)
+                results[task.key] = fut.result()
+                log(f"    done {spec['name']} in {results[task.key]['wall_s']:.0f} s "
+                    f"({time.perf_counter() - t0:.0f} s elapsed)")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
 
 
 def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
@@ -227,15 +256,32 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
     runs_dir = (out / "runs").resolve()
     runs_dir.mkdir(parents=True, exist_ok=True)
     bases = base_specs(exp, data)
-    B_res = run_specs(list(bases.values()), runs_dir, jobs, threads, log)
     L = learn2synth_specs(exp, data, bases, runs_dir)
     N = naive_specs(exp, data, bases, runs_dir) if "dice" in stages else []
-    results = run_specs(L + N, runs_dir, jobs, threads, log)
-    L_res, N_res = results[:len(L)], results[len(L):]
-    O_res = []
-    if "dice" in stages:
-        learned = {(r["preset"]["name"], r["seed"]): r for r in L_res}
-        O_res = run_specs(optimized_specs(exp, data, bases, runs_dir, learned), runs_dir, jobs, threads, log)
+
+    def fixed(spec: dict) -> Callable[[dict], dict]:
+        return lambda _results: spec
+
+    def optimized(key: str, seed: int, preset: str) -> Callable[[dict], dict]:
+        def make(results: dict) -> dict:
+            learned = {(preset, seed): results[key]}
+            exp_one = {**exp, "presets": [p for p in exp["presets"] if p["name"] == preset], "seeds": [seed]}
+            return optimized_specs(exp_one, data, bases, runs_dir, learned)[0]
+        return make
+
+    tasks = [Task(f"B{seed}", [], fixed(spec)) for seed, spec in bases.items()]
+    tasks += [Task(f"L{i}", [f"B{s['config']['training']['seed']}"], fixed(s)) for i, s in enumerate(L)]
+    if "dice" in stages:   # O right after its L (it needs L's theta), then the N baselines
+        dice_presets = {p["name"] for p in exp["presets"]}
+        tasks += [Task(f"O{i}", [f"L{i}"], optimized(f"L{i}", s["config"]["training"]["seed"], s["preset"]["name"]))
+                  for i, s in enumerate(L) if s["preset"]["name"] in dice_presets]
+        tasks += [Task(f"N{i}", [f"B{s['config']['training']['seed']}"], fixed(s)) for i, s in enumerate(N)]
+    log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {len(N)} O), {jobs} at a time")
+    results = run_tasks(tasks, runs_dir, jobs, threads, log)
+    B_res = [results[f"B{seed}"] for seed in bases]
+    L_res = [results[f"L{i}"] for i in range(len(L))]
+    N_res = [results[f"N{i}"] for i in range(len(N))]
+    O_res = [results[t.key] for t in tasks if t.key.startswith("O")]
     wall = time.perf_counter() - start
     env = {"device": L_res[0]["device"] if L_res else "", "torch": torch.__version__,
            "cpu_count": mp.cpu_count(), "platform": platform.platform(), "jobs": jobs, "threads": threads}

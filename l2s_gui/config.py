@@ -123,6 +123,11 @@ class TrainingConfig:
     steps: int = 1000
     lr_segmentation: float = 1e-3
     """Learning rate of the inner update of phi (eq. 2)."""
+    lr_segmentation_schedule: Literal["constant", "cosine"] = "constant"
+    """'cosine': phi's learning rate decays by a half cosine over the run to lr_segmentation *
+    lr_segmentation_final (the hypergradient differentiates through the update at the current rate)."""
+    lr_segmentation_final: float = 0.1
+    """Final fraction of lr_segmentation under the cosine schedule."""
     lr_augmentation: float = 1e-3
     """Learning rate of the Adam update of theta (eq. 5)."""
     lr_augmentation_schedule: Literal["constant", "cosine"] = "constant"
@@ -359,8 +364,8 @@ def validate(cfg: Config) -> None:
     _require(t.steps >= 0, "training.steps", f"must be >= 0, got {t.steps}")
     for key in ("lr_segmentation", "lr_augmentation"):
         _require(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
-    _require(0 < t.lr_augmentation_final <= 1, "training.lr_augmentation_final",
-             f"must be in (0, 1], got {t.lr_augmentation_final}")
+    for key in ("lr_segmentation_final", "lr_augmentation_final"):
+        _require(0 < getattr(t, key) <= 1, f"training.{key}", f"must be in (0, 1], got {getattr(t, key)}")
     _require(t.hyper_start >= 0, "training.hyper_start", f"must be >= 0, got {t.hyper_start}")
     for key in ("hyper_every", "val_every", "preview_every", "checkpoint_every", "log_every", "keep_checkpoints"):
         _require(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")

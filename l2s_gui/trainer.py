@@ -49,6 +49,12 @@ OUTER_ADAM_EPS = 1e-15
 so the usual 1e-8 would swamp them; Adam's step is otherwise independent of the gradient scale."""
 
 
+def _cosine(value: float, final: float, first: int, last: int, step: int) -> float:
+    """A half cosine from ``value`` at ``first`` to ``value * final`` at ``last`` (flat outside)."""
+    frac = min(max((step - first) / max(last - first, 1), 0.0), 1.0)
+    return value * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
 class StopTraining(Exception):
     pass
 
@@ -206,6 +212,7 @@ class Trainer:
         """One iteration; returns (L_synth or L_supervised, L_real or None)."""
         t = self.cfg.training
         phi = self._params()
+        self.inner.lr = self.segmentation_learning_rate(self.step)
         if self.method == "supervised":
             x, y = self._real_batch()
             loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
@@ -250,10 +257,14 @@ class Trainer:
         t = self.cfg.training
         if t.lr_augmentation_schedule == "constant":
             return t.lr_augmentation
-        span = max(t.steps - 1 - t.hyper_start, 1)
-        frac = min(max((step - t.hyper_start) / span, 0.0), 1.0)
-        final = t.lr_augmentation_final
-        return t.lr_augmentation * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+        return _cosine(t.lr_augmentation, t.lr_augmentation_final, t.hyper_start, t.steps - 1, step)
+
+    def segmentation_learning_rate(self, step: int) -> float:
+        """phi's learning rate at iteration ``step``: constant, or a half cosine over the run."""
+        t = self.cfg.training
+        if t.lr_segmentation_schedule == "constant":
+            return t.lr_segmentation
+        return _cosine(t.lr_segmentation, t.lr_segmentation_final, 0, t.steps - 1, step)
 
     # evaluation
     @torch.no_grad()

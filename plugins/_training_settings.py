@@ -44,6 +44,15 @@ def _ints(section: str, key: str, attr: str, what: str) -> Field:
     return Field(section, key, attr, lambda w: ints(w.text(), what), lambda w, v: w.setText(" ".join(map(str, v))))
 
 
+def _floats(section: str, key: str, attr: str, what: str) -> Field:
+    return Field(section, key, attr, lambda w: floats(w.text(), what),
+                 lambda w, v: w.setText(" ".join(f"{x:g}" for x in ([v] if isinstance(v, (int, float)) else v))))
+
+
+def _path(section: str, key: str, attr: str) -> Field:
+    return Field(section, key, attr, lambda w: w.text().strip(), lambda w, v: w.setText(str(v)))
+
+
 def _kind_write(w: QComboBox, value: Any) -> None:
     if value != "none":  # an old config's "no augmentation": keep the form's choice
         w.setCurrentText(value)
@@ -64,9 +73,10 @@ FIELDS: tuple[Field, ...] = (
     Field("augmentation", "kind", "aug_kind", lambda w: w.currentText(), _kind_write),
     _text("augmentation", "noise", "noise_combo"),
     _float("augmentation", "sigma_init", "sigma_init"),
+    _floats("augmentation", "sigma_range", "sigma_range_edit", "σ range"),
     Field("augmentation", "inu", "inu_check", lambda w: w.isChecked(), lambda w, v: w.setChecked(v)),
     _ints("augmentation", "inu_nodes", "inu_nodes", "INU nodes M_k"),
-    _float("augmentation", "inu_c_init", "c_init"),
+    _floats("augmentation", "inu_c_init", "c_init", "c initial"),
     _ints("augmentation", "residual_widths", "residual_widths", "residual widths"),
     _ints("network", "widths", "widths_edit", "UNet widths"),
     _text("network", "norm", "norm_combo"),
@@ -75,6 +85,10 @@ FIELDS: tuple[Field, ...] = (
     _int("training", "steps", "steps"),
     _float("training", "lr_segmentation", "lr_seg"),
     _float("training", "lr_augmentation", "lr_aug"),
+    _text("training", "lr_augmentation_schedule", "lr_aug_schedule"),
+    _float("training", "lr_augmentation_final", "lr_aug_final"),
+    _path("training", "init_from", "init_from_edit"),
+    _path("training", "init_theta_from", "init_theta_from_edit"),
     _text("training", "inner_optimizer", "inner_opt"),
     _text("training", "hypergradient", "hyper_mode"),
     _int("training", "hyper_every", "hyper_every"),
@@ -109,11 +123,15 @@ class SettingsMixin:
         form.addRow("method", self.method_combo)
         self.aug_kind = combo(["parametric", "nonparametric"], "parametric")
         form.addRow("augmentation", self.aug_kind)
-        self.noise_combo = combo(["fixed", "per_image", "none"], "fixed")
-        self.noise_combo.setToolTip("fixed: x + σε (eq. 8); per_image: x + σ·s·ε, s ~ N(0,1) (eq. 9)")
+        self.noise_combo = combo(["fixed", "per_image", "uniform", "none"], "fixed")
+        self.noise_combo.setToolTip("fixed: x + σε (eq. 8); per_image: x + σ·s·ε, s ~ N(0,1) (eq. 9); "
+                                    "uniform: σ ~ U[σ range] per image, not learned")
         form.addRow("noise", self.noise_combo)
-        self.sigma_init = dspin(0.0, 5.0, 0.1, 3, 0.01)
+        self.sigma_init = dspin(0.0, 5.0, 0.05, 3, 0.01)
         form.addRow("σ initial", self.sigma_init)
+        self.sigma_range_edit = QLineEdit("0.025 0.2")
+        self.sigma_range_edit.setToolTip("low high: the per-image σ range of the 'uniform' noise")
+        form.addRow("σ range (uniform)", self.sigma_range_edit)
         self.inu_check = QCheckBox("intensity non-uniformity (INU)")
         self.inu_check.setChecked(True)
         form.addRow(self.inu_check)
@@ -124,9 +142,11 @@ class SettingsMixin:
         row.addWidget(self.inu_nodes, 1)
         row.addWidget(self.inu_k_label)
         form.addRow("INU nodes M_k", row)
-        self.c_init = dspin(0.0, 10.0, 0.5, 3, 0.05)
+        self.c_init = QLineEdit("0.25")
+        self.c_init.setToolTip("Initial INU exponents c_k in [0, c_max]: one value for every field, or one per "
+                               "field (K numbers)")
         form.addRow("c initial", self.c_init)
-        self.residual_widths = QLineEdit("8 16")
+        self.residual_widths = QLineEdit("8 16 16 16")
         self.residual_widths.setToolTip("Channels of the residual network (nonparametric augmentation)")
         form.addRow("residual widths", self.residual_widths)
         layout.addWidget(box)
@@ -166,6 +186,7 @@ class SettingsMixin:
 
         self.aug_kind.currentTextChanged.connect(self._update_model_fields)
         self.inu_check.toggled.connect(self._update_model_fields)
+        self.noise_combo.currentTextChanged.connect(self._update_model_fields)
         self.inu_nodes.textChanged.connect(self._update_model_fields)
         self.ndim_combo.currentTextChanged.connect(self._update_model_fields)
         self.method_combo.currentTextChanged.connect(self._update_model_fields)
@@ -183,6 +204,16 @@ class SettingsMixin:
         form.addRow("learning rate φ (network)", self.lr_seg)
         self.lr_aug = dspin(1e-6, 1.0, 1e-3, 6, 1e-4)
         form.addRow("learning rate θ (augmentation)", self.lr_aug)
+        self.lr_aug_schedule = combo(["constant", "cosine"], "constant")
+        self.lr_aug_schedule.setToolTip("cosine: θ's learning rate decays from its value at the first hyper-step "
+                                        "to (final fraction) × that value at the last step, so θ settles")
+        self.lr_aug_final = dspin(0.001, 1.0, 0.1, 3, 0.05)
+        self.lr_aug_final.setToolTip("final fraction of θ's learning rate (cosine schedule)")
+        row = QHBoxLayout()
+        row.addWidget(self.lr_aug_schedule, 1)
+        row.addWidget(QLabel("to ×"))
+        row.addWidget(self.lr_aug_final)
+        form.addRow("θ learning-rate schedule", row)
         self.inner_opt = combo(["adam", "sgd"], "adam")
         form.addRow("inner update", self.inner_opt)
         self.hyper_mode = combo(["exact", "naive", "approx"], "exact")
@@ -197,6 +228,19 @@ class SettingsMixin:
         form.addRow("hyper-steps from step", self.hyper_start)
         self.seed = spin(0, 2**31 - 1, 0)
         form.addRow("seed", self.seed)
+        layout.addWidget(box)
+        box = QGroupBox("Start from a model (warm start)")
+        form = QFormLayout(box)
+        self.init_from_edit = QLineEdit("")
+        self.init_from_edit.setPlaceholderText("random network")
+        self.init_from_edit.setToolTip("A model (.safetensors) or run folder whose network starts this run "
+                                       "(same classes, dimensions and UNet settings)")
+        form.addRow("network from", self._path_row(self.init_from_edit))
+        self.init_theta_from_edit = QLineEdit("")
+        self.init_theta_from_edit.setPlaceholderText("θ from the settings above")
+        self.init_theta_from_edit.setToolTip("A model (.safetensors) or run folder whose learned augmentation "
+                                             "(σ, c_k, residual net) starts θ")
+        form.addRow("θ from", self._path_row(self.init_theta_from_edit))
         self.precision = combo(["fp32", "bf16"], "fp32")
         form.addRow("precision", self.precision)
         layout.addWidget(box)
@@ -217,6 +261,17 @@ class SettingsMixin:
         layout.addStretch(1)
         return page
 
+    def _path_row(self, edit: QLineEdit) -> QHBoxLayout:
+        def browse() -> None:
+            path, _ = QFileDialog.getOpenFileName(self, "Model", "", "Model (*.safetensors)")
+            if path:
+                edit.setText(path)
+
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(button("…", browse, "Choose a model file (or type a run folder)"))
+        return row
+
     def _update_model_fields(self, *_args) -> None:
         parametric = self.aug_kind.currentText() == "parametric"
         self.noise_combo.setEnabled(parametric)
@@ -224,6 +279,7 @@ class SettingsMixin:
         inu = parametric and self.inu_check.isChecked()
         self.inu_nodes.setEnabled(inu)
         self.c_init.setEnabled(inu)
+        self.sigma_range_edit.setEnabled(parametric and self.noise_combo.currentText() == "uniform")
         self.residual_widths.setEnabled(not parametric)
         try:
             k = len(ints(self.inu_nodes.text(), "INU nodes"))

@@ -9,6 +9,30 @@ import torch.nn.functional as F
 VALUES = [0, 2, 3, 4, 17]
 
 
+def brain_like_labels(shape, seed):
+    """A toy brain whose classes have consistent geometry (so a network can learn them from shape,
+    as from real label maps, whatever the random contrast): an ellipsoid of white matter (2) with a
+    grey-matter shell (3), a CSF shell outside it (4), a subcortical core (17) and ventricles (4),
+    with radii and centre perturbed per seed and a smooth random wobble of the surfaces."""
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    radii = 0.8 * (1 + 0.1 * rng.uniform(-1, 1, 3))
+    centre = 0.05 * rng.uniform(-1, 1, 3)
+    wobble = F.interpolate(torch.randn((1, 1, 4, 4, 4), generator=g), size=shape, mode="trilinear",
+                           align_corners=True)[0, 0].numpy()
+    r = np.sqrt(sum(((c - m) / a) ** 2 for c, m, a in zip(grid, centre, radii))) + 0.06 * wobble
+    lab = np.zeros(shape, np.int32)
+    lab[r < 1.0] = 4          # CSF shell
+    lab[r < 0.85] = 3         # cortex
+    lab[r < 0.65] = 2         # white matter
+    lab[r < 0.3] = 17         # subcortical core
+    vent = (np.abs(grid[0] - centre[0]) - 0.12) ** 2 / 0.01 + (grid[1] - centre[1]) ** 2 / 0.15 + \
+        (grid[2] - centre[2] - 0.15) ** 2 / 0.01
+    lab[(vent < 1) & (r < 0.6)] = 4   # two ventricles
+    return lab
+
+
 def blob_labels(shape, seed):
     """A label map of random smooth blobs with FreeSurfer-like values inside an ellipsoid."""
     g = torch.Generator().manual_seed(seed)

@@ -118,3 +118,16 @@ def test_gradcheck_and_double_backward(per_image):
     (gx,) = torch.autograd.grad(g, x)
     eps = d["eps"] * d["s"] if per_image else d["eps"]
     torch.testing.assert_close(gx, 2 * eps)
+
+
+def test_uniform_range_noise_draws_sigma_per_image_and_learns_nothing():
+    from l2s_gui.augment import UniformRangeNoise
+
+    aug = UniformRangeNoise(0.025, 0.2)
+    assert list(aug.parameters()) == []
+    x = torch.zeros(400, 1, 32, 32)
+    y = aug(x, aug.sample(x, torch.Generator().manual_seed(0)))
+    per_image = y.flatten(1).std(1)
+    assert 0.02 < float(per_image.min()) and float(per_image.max()) < 0.21
+    assert float(per_image.mean()) == pytest.approx(0.1125, abs=0.01)   # mean of U[0.025, 0.2]
+    assert aug.theta() == {"sigma": pytest.approx(0.1125)}

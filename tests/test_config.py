@@ -65,3 +65,41 @@ def test_shipped_default_config_is_valid():
     from importlib.resources import files
 
     Config.load(files("l2s_gui.resources") / "configs" / "default.yaml")
+
+
+def test_shipped_default_config_equals_the_dataclass_defaults():
+    from importlib.resources import files
+
+    shipped = Config.load(files("l2s_gui.resources") / "configs" / "default.yaml").to_dict()
+    defaults = Config().to_dict()
+    for key in ("label_maps", "real_images", "real_labels"):   # example paths in the shipped file
+        shipped["data"].pop(key)
+        defaults["data"].pop(key)
+    assert shipped == defaults
+
+
+def test_no_default_starts_theta_at_the_recovery_preset():
+    cfg = Config()
+    assert abs(cfg.augmentation.sigma_init - cfg.recovery.sigma) >= 0.04
+    assert all(abs(c - 0.5) >= 0.04 for c in cfg.augmentation.inu_c_init)   # the paper's c preset
+
+
+def test_inu_c_init_takes_one_value_or_one_per_field():
+    assert Config.from_dict({"augmentation": {"inu_c_init": 0.3}}).augmentation.inu_c_init == [0.3]
+    cfg = Config.from_dict({"augmentation": {"inu_c_init": [0.1, 0.2, 0.3], "inu_nodes": [2, 4, 8]}})
+    assert cfg.augmentation.inu_c_init == [0.1, 0.2, 0.3]
+    with pytest.raises(ConfigError, match="augmentation.inu_c_init"):
+        Config.from_dict({"augmentation": {"inu_c_init": [0.1, 0.2], "inu_nodes": [2, 4, 8]}})
+    with pytest.raises(ConfigError, match="augmentation.inu_c_init"):
+        Config.from_dict({"augmentation": {"inu_c_init": [3.0]}})
+
+
+def test_new_training_and_noise_keys_are_validated():
+    with pytest.raises(ConfigError, match="training.lr_augmentation_final"):
+        Config.from_dict({"training": {"lr_augmentation_final": 0}})
+    with pytest.raises(ConfigError, match="training.lr_augmentation_schedule"):
+        Config.from_dict({"training": {"lr_augmentation_schedule": "linear"}})
+    with pytest.raises(ConfigError, match="augmentation.sigma_range"):
+        Config.from_dict({"augmentation": {"sigma_range": [0.2, 0.1]}})
+    with pytest.raises(ConfigError, match="augmentation"):   # nothing to learn
+        Config.from_dict({"augmentation": {"noise": "uniform", "inu": False}})
