@@ -213,8 +213,9 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
     pool = ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=mp.get_context("spawn"))
     try:
         while pending or running:
-            for task in [t for t in pending if all(d in results for d in t.deps)]:
-                if len(running) >= max(jobs, 1):
+            while len(running) < max(jobs, 1):   # start ready tasks (a reused run may make others ready)
+                task = next((t for t in pending if all(d in results for d in t.deps)), None)
+                if task is None:
                     break
                 pending.remove(task)
                 spec = task.make_spec(results)

@@ -215,7 +215,9 @@ def _absolute_data_paths(data: dict, base: Path) -> dict:
         if not isinstance(section, dict):
             continue
         for key in keys:
-            value = section.get(key)
+            if key not in section:
+                continue
+            value = section[key]
             if key.startswith("init_"):
                 section[key] = absolute(value)
                 continue

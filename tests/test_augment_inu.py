@@ -157,7 +157,9 @@ def test_build_augmentation():
     a = build_augmentation(AugmentationConfig(), 2)
     assert isinstance(a, ParametricAugmentation)
     assert a.inu.nodes == (2, 4, 8) and not a.noise.per_image
-    assert a.theta() == {"c": pytest.approx([0.5] * 3), "sigma": pytest.approx(0.1)}
+    assert a.theta() == {"c": pytest.approx([0.25] * 3), "sigma": pytest.approx(0.05)}   # the defaults
+    a = build_augmentation(AugmentationConfig(inu_c_init=[0.1, 0.2, 0.3]), 2)
+    assert a.theta()["c"] == pytest.approx([0.1, 0.2, 0.3])
     a = build_augmentation(AugmentationConfig(noise="per_image", inu=False, sigma_init=0.2), 3)
     assert a.inu is None and a.noise.per_image and a.theta() == {"sigma": pytest.approx(0.2)}
     a = build_augmentation(AugmentationConfig(noise="none", inu_nodes=[3, 5], inu_c_init=0.25, inu_c_max=1.0), 2)
@@ -167,3 +169,5 @@ def test_build_augmentation():
     assert isinstance(a, ResidualAugmentation) and a.noise.per_image and a.net.widths == (4, 8, 8)
     assert a.net.ndim == 3
     assert isinstance(build_augmentation(AugmentationConfig(kind="none"), 2), Identity)
+    a = build_augmentation(AugmentationConfig(noise="uniform", sigma_range=[0.0, 0.3], inu=False), 2)
+    assert a.inu is None and not list(a.parameters()) and a.theta() == {"sigma": pytest.approx(0.15)}

@@ -60,3 +60,16 @@ def test_missing_data_is_one_line_naming_the_file(tmp_path, dataset, capsys):
 def test_resume_needs_a_run_folder(tmp_path, capsys):
     assert main(["resume", str(tmp_path)]) == 1
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_warm_start_from_a_run_folder_relative_to_the_config(tmp_path, dataset, capsys):
+    cfg = write_config(tmp_path, dataset)
+    assert main(["train", str(cfg), "-o", str(tmp_path / "first"), "--quiet"]) == 0
+    warm = write_config(tmp_path, dataset, init_from="first", init_theta_from="first/model.safetensors")
+    assert main(["train", str(warm), "-o", str(tmp_path / "second"), "--quiet"]) == 0
+    saved = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())["training"]
+    assert saved["init_from"] == str(tmp_path / "first")
+    bad = write_config(tmp_path, dataset, init_from="nowhere.safetensors")
+    assert main(["train", str(bad), "-o", str(tmp_path / "third"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "training.init_from" in err and "nowhere.safetensors" in err and "Traceback" not in err
