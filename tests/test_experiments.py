@@ -212,3 +212,19 @@ def test_uniform_noise_augmentation_matches_the_preset_corruption():
 
 def test_deep_merge_replaces_lists_and_merges_mappings():
     assert deep_merge({"a": {"b": 1, "c": [1, 2]}}, {"a": {"c": [3]}}) == {"a": {"b": 1, "c": [3]}}
+
+
+def test_ablation_variants_undo_one_choice_each(tmp_path):
+    from experiments.ablation import variants
+
+    exp = load_experiment("noise_only", "cpu")
+    data = {"train": ["a.nii.gz"], "test": ["b.nii.gz"], "table": "freesurfer_4class", "shape": [40, 40],
+            "factor": 4}
+    bases = exp_run.base_specs(exp, data)
+    spec = exp_run.learn2synth_specs(exp, data, bases, tmp_path)[0]
+    v = variants(spec)
+    assert v["as in the experiment"] is spec
+    assert "init_from" not in v["no warm start"]["config"]["training"]
+    assert v["constant theta rate"]["config"]["training"]["lr_augmentation_schedule"] == "constant"
+    assert spec["config"]["training"]["lr_augmentation_schedule"] == "cosine" and spec["config"]["training"]["init_from"]
+    assert len({spec_id(s) for s in v.values()}) == 3
