@@ -53,3 +53,31 @@ def test_voxel_size_setting_round_trip(make_napari_viewer):
     widget.voxel_size_edit.setText("1 mm")
     with pytest.raises(ValueError, match="voxel size"):
         widget.settings_dict()
+
+
+def test_warm_start_schedule_and_list_settings_round_trip(make_napari_viewer, tmp_path):
+    """The engine keys of the recovery work are settable from the widget and valid configs."""
+    from l2s_gui.config import Config
+
+    widget = TrainingWidget(make_napari_viewer())
+    defaults = Config()
+    got = widget.settings_dict()
+    assert got["augmentation"]["sigma_init"] == pytest.approx(defaults.augmentation.sigma_init)
+    assert got["augmentation"]["inu_c_init"] == defaults.augmentation.inu_c_init
+    assert got["training"]["init_from"] == "" and got["training"]["lr_augmentation_schedule"] == "constant"
+    model = str(tmp_path / "model.safetensors")
+    widget.apply_settings({"augmentation": {"inu_c_init": [0.2, 0.5, 0.8], "noise": "uniform",
+                                            "sigma_range": [0.0, 0.3]},
+                           "training": {"init_from": model, "init_theta_from": model,
+                                        "lr_augmentation_schedule": "cosine", "lr_augmentation_final": 0.2}})
+    assert widget.c_init.text() == "0.2 0.5 0.8" and widget.sigma_range_edit.isEnabled()
+    got = widget.settings_dict()
+    assert got["augmentation"]["inu_c_init"] == [0.2, 0.5, 0.8]
+    assert got["augmentation"]["sigma_range"] == [0.0, 0.3] and got["augmentation"]["noise"] == "uniform"
+    assert got["training"]["init_from"] == model == got["training"]["init_theta_from"]
+    assert got["training"]["lr_augmentation_schedule"] == "cosine"
+    assert got["training"]["lr_augmentation_final"] == pytest.approx(0.2)
+    got["training"]["method"] = "synthseg"   # 'uniform' noise learns nothing: a baseline setting
+    Config.from_dict(got)
+    widget.apply_settings({"augmentation": {"inu_c_init": 0.4}})   # an old config's single value
+    assert widget.settings_dict()["augmentation"]["inu_c_init"] == [0.4]
