@@ -242,8 +242,11 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
 
 def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
                    threads: int = 0, factor: int | None = None, cache: str | None = None,
-                   device: str | None = None, steps: int | None = None, log=print) -> dict:
+                   device: str | None = None, steps: int | None = None, seeds: list[int] | None = None,
+                   log=print) -> dict:
     exp = load_experiment(name, mode)
+    if seeds:
+        exp["seeds"] = list(seeds)
     if device:
         exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": device}})
     if steps:
@@ -306,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=int, default=None, help="override the mode's downsampling factor")
     ap.add_argument("--steps", type=int, default=None, help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
+    ap.add_argument("--seeds", default=None, help="override the mode's seeds, e.g. 0 or 0,1,2")
     ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
     args = ap.parse_args(argv)
     names = EXPERIMENTS if "all" in args.experiments else args.experiments
@@ -317,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     for name in names:
         summaries.append(run_experiment(name, args.mode, args.label_maps, out, stages, args.jobs, args.threads,
-                                        args.factor, args.cache, args.device, args.steps))
+                                        args.factor, args.cache, args.device, args.steps,
+                                        [int(v) for v in args.seeds.split(",")] if args.seeds else None))
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if not isinstance(summary, dict):
