@@ -243,10 +243,11 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
 def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
                    threads: int = 0, factor: int | None = None, cache: str | None = None,
                    device: str | None = None, steps: int | None = None, seeds: list[int] | None = None,
-                   log=print) -> dict:
+                   dice_seeds: list[int] | None = None, log=print) -> dict:
     exp = load_experiment(name, mode)
     if seeds:
         exp["seeds"] = list(seeds)
+    dice_exp = {**exp, "seeds": [s for s in exp["seeds"] if s in dice_seeds]} if dice_seeds else exp
     if device:
         exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": device}})
     if steps:
@@ -261,7 +262,7 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
     runs_dir.mkdir(parents=True, exist_ok=True)
     bases = base_specs(exp, data)
     L = learn2synth_specs(exp, data, bases, runs_dir)
-    N = naive_specs(exp, data, bases, runs_dir) if "dice" in stages else []
+    N = naive_specs(dice_exp, data, bases, runs_dir) if "dice" in stages else []
 
     def fixed(spec: dict) -> Callable[[dict], dict]:
         return lambda _results: spec
@@ -278,9 +279,10 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
     if "dice" in stages:   # O right after its L (it needs L's theta), then the N baselines
         dice_presets = {p["name"] for p in exp["presets"]}
         tasks += [Task(f"O{i}", [f"L{i}"], optimized(f"L{i}", s["config"]["training"]["seed"], s["preset"]["name"]))
-                  for i, s in enumerate(L) if s["preset"]["name"] in dice_presets]
+                  for i, s in enumerate(L) if s["preset"]["name"] in dice_presets
+                  and s["config"]["training"]["seed"] in dice_exp["seeds"]]
         tasks += [Task(f"N{i}", [f"B{s['config']['training']['seed']}"], fixed(s)) for i, s in enumerate(N)]
-    log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {len(N)} O), {jobs} at a time")
+    log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {sum(t.key.startswith('O') for t in tasks)} O), {jobs} at a time")
     results = run_tasks(tasks, runs_dir, jobs, threads, log)
     B_res = [results[f"B{seed}"] for seed in bases]
     L_res = [results[f"L{i}"] for i in range(len(L))]
@@ -310,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
     ap.add_argument("--seeds", default=None, help="override the mode's seeds, e.g. 0 or 0,1,2")
+    ap.add_argument("--dice-seeds", default=None, help="train the N and O runs of the Dice tables for these "
+                                                       "seeds only (default: every seed)")
     ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
     args = ap.parse_args(argv)
     names = EXPERIMENTS if "all" in args.experiments else args.experiments
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         summaries.append(run_experiment(name, args.mode, args.label_maps, out, stages, args.jobs, args.threads,
                                         args.factor, args.cache, args.device, args.steps,
-                                        [int(v) for v in args.seeds.split(",")] if args.seeds else None))
+                                        [int(v) for v in args.seeds.split(",")] if args.seeds else None,
+                                        [int(v) for v in args.dice_seeds.split(",")] if args.dice_seeds else None))
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if not isinstance(summary, dict):
