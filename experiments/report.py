@@ -139,9 +139,12 @@ def recovery_markdown(exp: dict, summary: list[dict]) -> str:
     def add(label, key, digits=3, fn=None):
         lines.append(f"| {label} | " + " | ".join((fn or (lambda v: _fmt(v, digits)))(r.get(key, "")) for r in summary) + " |")
 
+    if not summary:
+        return "No finished Learn2Synth runs.\n"
     add("preset sigma", "preset_sigma")
     add("start sigma", "start_sigma")
-    add(f"learned sigma, mean of {summary[0]['seeds'] if summary else 0} seeds", "mean_learned_sigma")
+    add("seeds", "seeds", fn=str)
+    add("learned sigma, mean over the seeds", "mean_learned_sigma")
     add("paper (Learn2Synth)", "paper_sigma")
     add("error of the mean", "err_of_mean_sigma")
     add("worst seed's error", "worst_seed_err_sigma")
@@ -226,7 +229,8 @@ def dice_markdown(exp: dict, summary: list[dict]) -> str:
             cells.append(s)
         lines.append(f"| {r['train'] if r['train'] != prev else ''} | {r['model']} | " + " | ".join(cells) + " |")
         prev = r["train"]
-    lines += ["", f"Mean foreground Dice over {summary[0]['seeds'] if summary else 0} seeds (worst seed in "
+    seeds = sorted({r["seeds"] for r in summary})
+    lines += ["", f"Mean foreground Dice over {'/'.join(map(str, seeds))} seed(s) (worst seed in "
               "brackets). Bold: best mean in the column; underlined: tested at the training preset.", "",
               "Targets at the matched preset (L within 0.01 of N or above; O >= N - 0.01), on the means:", ""]
     lines += dice_checks(exp, summary)

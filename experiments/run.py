@@ -203,9 +203,11 @@ class Task:
     make_spec: Callable[[dict[str, dict]], dict]
 
 
-def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=print) -> dict[str, dict]:
+def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=print,
+              finished_only: bool = False) -> dict[str, dict]:
     """Run every task, up to ``jobs`` at a time, each as soon as its dependencies are done (in list
-    order among the ready ones); finished runs (result.json present) are reused. Returns key -> result."""
+    order among the ready ones); finished runs (result.json present) are reused. Returns key -> result.
+    ``finished_only``: train nothing; return the finished runs (a report of what is there)."""
     results: dict[str, dict] = {}
     pending = list(tasks)
     running: dict = {}
@@ -223,9 +225,13 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
                 if done.is_file():
                     results[task.key] = json.loads(done.read_text())
                     continue
+                if finished_only:
+                    continue
                 log(f"    start {spec['name']} ({time.perf_counter() - t0:.0f} s elapsed)")
                 running[pool.submit(train_run, spec, str(runs_dir), threads)] = (task, spec)
             if not running:
+                if finished_only:
+                    break
                 if pending and not any(all(d in results for d in t.deps) for t in pending):
                     raise RuntimeError(f"tasks wait on runs that never come: {[t.key for t in pending]}")
                 continue
@@ -243,7 +249,7 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
 def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
                    threads: int = 0, factor: int | None = None, cache: str | None = None,
                    device: str | None = None, steps: int | None = None, seeds: list[int] | None = None,
-                   dice_seeds: list[int] | None = None, log=print) -> dict:
+                   dice_seeds: list[int] | None = None, finished_only: bool = False, log=print) -> dict:
     exp = load_experiment(name, mode)
     if seeds:
         exp["seeds"] = list(seeds)
@@ -283,11 +289,11 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
                   and s["config"]["training"]["seed"] in dice_exp["seeds"]]
         tasks += [Task(f"N{i}", [f"B{s['config']['training']['seed']}"], fixed(s)) for i, s in enumerate(N)]
     log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {sum(t.key.startswith('O') for t in tasks)} O), {jobs} at a time")
-    results = run_tasks(tasks, runs_dir, jobs, threads, log)
-    B_res = [results[f"B{seed}"] for seed in bases]
-    L_res = [results[f"L{i}"] for i in range(len(L))]
-    N_res = [results[f"N{i}"] for i in range(len(N))]
-    O_res = [results[t.key] for t in tasks if t.key.startswith("O")]
+    results = run_tasks(tasks, runs_dir, jobs, threads, log, finished_only)
+    B_res = [results[f"B{seed}"] for seed in bases if f"B{seed}" in results]
+    L_res = [results[f"L{i}"] for i in range(len(L)) if f"L{i}" in results]
+    N_res = [results[f"N{i}"] for i in range(len(N)) if f"N{i}" in results]
+    O_res = [results[t.key] for t in tasks if t.key.startswith("O") and t.key in results]
     wall = time.perf_counter() - start
     env = {"device": L_res[0]["device"] if L_res else "", "torch": torch.__version__,
            "cpu_count": mp.cpu_count(), "platform": platform.platform(), "jobs": jobs, "threads": threads}
@@ -312,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
     ap.add_argument("--seeds", default=None, help="override the mode's seeds, e.g. 0 or 0,1,2")
+    ap.add_argument("--finished-only", action="store_true",
+                    help="train nothing: write the report from the runs that have finished")
     ap.add_argument("--dice-seeds", default=None, help="train the N and O runs of the Dice tables for these "
                                                        "seeds only (default: every seed)")
     ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
@@ -327,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries.append(run_experiment(name, args.mode, args.label_maps, out, stages, args.jobs, args.threads,
                                         args.factor, args.cache, args.device, args.steps,
                                         [int(v) for v in args.seeds.split(",")] if args.seeds else None,
-                                        [int(v) for v in args.dice_seeds.split(",")] if args.dice_seeds else None))
+                                        [int(v) for v in args.dice_seeds.split(",")] if args.dice_seeds else None,
+                                        args.finished_only))
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if not isinstance(summary, dict):

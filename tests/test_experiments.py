@@ -228,3 +228,15 @@ def test_ablation_variants_undo_one_choice_each(tmp_path):
     assert v["constant theta rate"]["config"]["training"]["lr_augmentation_schedule"] == "constant"
     assert spec["config"]["training"]["lr_augmentation_schedule"] == "cosine" and spec["config"]["training"]["init_from"]
     assert len({spec_id(s) for s in v.values()}) == 3
+
+
+def test_finished_only_reports_without_training(quick, tmp_path):
+    """A report of what has finished (e.g. an experiment stopped at its time budget): nothing is
+    trained, missing runs are left out."""
+    out = quick["out"]
+    before = sorted(p.name for p in (out / "runs").iterdir())
+    common = [a if a != str(out) else str(out) for a in quick["common"]]
+    assert exp_run.main(["noise_inu", "--finished-only", "--seeds", "0,1"] + common) == 0
+    assert sorted(p.name for p in (out / "runs").iterdir()) == before
+    rec = read(out / "noise_inu" / "recovery.csv")
+    assert {r["seed"] for r in rec} == {"0"}
