@@ -3,7 +3,8 @@
 The scan is reoriented to RAS voxel order (axis permutations/flips only, as in training),
 normalised exactly as in training (:func:`~l2s_gui.intensity.normalize_intensities`) and resampled
 (linear) to the voxel size the model was trained at (:attr:`LoadedModel.voxel_size
-<l2s_gui.model_io.LoadedModel.voxel_size>`: any scan voxel size, thick slices included). There the
+<l2s_gui.model_io.LoadedModel.voxel_size>`: any scan voxel size, thick slices included; for 2D
+models in-plane only, the slices along the slice axis staying the scan's own). There the
 network gives softmax posteriors, slice by slice along the model's slice axis (2D models) or with an
 overlapping sliding window (3D models; posteriors blended where windows overlap). As in SynthSeg:
 
@@ -46,7 +47,7 @@ from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
 from .labels import LabelTable
-from .resample import resample, target_shape, voxel_sizes
+from .resample import resample, target_shape, target_voxel_size, voxel_sizes
 
 POSTERIOR_BUDGET = 2 << 30  # bytes of float32 posteriors on the model's grid above which they are kept in float16
 CHUNK_BYTES = 512 << 20     # bytes of float32 posteriors resampled onto the scan's grid at a time
@@ -339,9 +340,12 @@ def segment_scan(model, scan: Volume, device: torch.device | str = "cpu", overla
         raise InputError(f"{scan.name}: contains NaN or Inf values")
     data_ras, affine_ras, start = to_ras(np.asarray(scan.data, dtype=np.float32), scan.affine)
     image = normalize_intensities(data_ras)
-    voxel_size = model.voxel_size
-    if voxel_size:  # segment on the training voxel size, then back onto the scan's grid
-        image = resample(image, target_shape(image.shape, voxel_sizes(affine_ras), voxel_size), False)
+    if model.voxel_size:  # segment on the training voxel size, then back onto the scan's grid
+        sizes = voxel_sizes(affine_ras)
+        target = target_voxel_size(model.voxel_size)
+        if model.ndim == 2:  # 2D models: in-plane only; the slices stay the scan's own
+            target[model.slice_axis] = sizes[model.slice_axis]
+        image = resample(image, target_shape(image.shape, sizes, target), False)
     perm, note = flip_plan(model) if flip else (None, "")
     device = torch.device(device)
     post = predict_posteriors(model, image, device, overlap, batch_size, progress, cancelled, flip_classes=perm)
