@@ -26,7 +26,9 @@ merging table, the original values merged into each class) are FreeSurfer ids: p
 FreeSurfer L/R list (``freesurfer_names.json``) whose two sides are separate classes swap, classes
 holding both sides of their ids (``freesurfer_4class``) map to themselves; a one-sided class whose
 other side is not a class of its own (e.g. left structures only) makes the flip invalid, as does a
-table whose values are not FreeSurfer ids (nothing says which classes are sided).
+table whose values are not FreeSurfer ids (nothing says which classes are sided). Found pairs are
+not written into the table's JSON (``auto`` tables, run folders and models written before keep
+their exact JSON); state ``lr_pairs`` in a JSON table to fix them.
 """
 
 from __future__ import annotations
@@ -185,15 +187,16 @@ class LabelTable:
             return list(self.lr_pairs)
         sources: list[set[int]] = [set() for _ in self.values]
         for i, v in enumerate(self.values):
-            if v not in self.merge:
+            if not self.merge:  # a merging table's own values are its output ids: its merges say the sides
                 sources[i].add(v)
         for src, dst in self.merge.items():
             sources[self.values.index(dst)].add(src)
-        if not _looks_like_freesurfer(set().union(*sources[1:]) if len(sources) > 1 else ()):
-            return None
+        found = set().union(*sources[1:]) if len(sources) > 1 else set()
         partner: dict[int, int] = {}
         for left, right in freesurfer_lr_pairs():
             partner[left], partner[right] = right, left
+        if not (_looks_like_freesurfer(found) or any(partner.get(v) in found for v in found)):
+            return None  # not FreeSurfer ids: nothing says which classes are sided
         perm = list(range(self.n_classes))
         for i in range(1, self.n_classes):
             sided = [s for s in sources[i] if s in partner]
