@@ -86,10 +86,10 @@ def make_data(root: Path, shape=(40, 32, 36), n_maps: int = 3, n_real: int = 3) 
     return root
 
 
-def config_dict(data: Path, device: str, ndim: int, steps: int = 3, **sections) -> dict:
+def config_dict(data_dir: Path, device: str, ndim: int, steps: int = 3, **sections) -> dict:
     cfg = {
-        "data": {"label_maps": [str(data / "maps")], "real_images": [str(data / "images")],
-                 "real_labels": [str(data / "labels")], "ndim": ndim, "batch_size": 2, "val_fraction": 0.34},
+        "data": {"label_maps": [str(data_dir / "maps")], "real_images": [str(data_dir / "images")],
+                 "real_labels": [str(data_dir / "labels")], "ndim": ndim, "batch_size": 2, "val_fraction": 0.34},
         "network": {"widths": [8, 16, 32]},
         "augmentation": {"inu_nodes": [2, 4]},
         "training": {"steps": steps, "val_every": 2, "preview_every": 2, "checkpoint_every": 1000,
