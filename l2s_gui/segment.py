@@ -233,9 +233,10 @@ def predict_posteriors(model, image: np.ndarray | torch.Tensor, device: torch.de
     with _memory_guard(device, batch_size, model.ndim):
         post = _posteriors(model, x, overlap, batch_size, part(0), cancelled, blend)
         if flip_classes is not None:
-            perm = torch.as_tensor(list(flip_classes), dtype=torch.long, device=device)
             flipped = _posteriors(model, x.flip(0), overlap, batch_size, part(1), cancelled, blend)
-            post = post.float().add_(flipped.flip(1)[perm].float()).mul_(0.5).to(post.dtype)
+            for c, source in enumerate(flip_classes):  # class by class: one class-sized temporary
+                post[c].add_(flipped[int(source)].flip(0)).mul_(0.5)
+            del flipped
     return post
 
 

@@ -1,6 +1,6 @@
 """The "Segment" dock widget: a trained model + an image layer -> a Labels layer on the image's grid.
 
-Runs ``l2s_gui.segment.segment_volume`` in a worker thread (napari ``thread_worker``) with progress
+Runs ``l2s_gui.segment.segment_scan`` in a worker thread (napari ``thread_worker``) with progress
 and cancel; the result keeps the image's scale/translate and true affine, holds the original label
 values, and comes with a per-label volume table (mm^3: voxel counts and soft volumes from the
 posteriors, as ``l2s segment --vol``) that can be saved as CSV, the labels as NIfTI. Options: the
