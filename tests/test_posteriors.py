@@ -271,3 +271,24 @@ def test_older_models_without_voxel_size_keep_working(tmp_path):
     meta.pop("voxel_size_mm")
     save_file(load_file(str(path)), str(path), metadata={"l2s": json.dumps(meta)})
     assert load_model(path).voxel_size == [1.5]
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_many_classes_keep_float16_posteriors(monkeypatch, ndim):
+    """Above the memory budget the posteriors are kept in float16; the result is the same."""
+    import l2s_gui.segment as segment
+
+    rng = np.random.default_rng(1)
+    classes = np.repeat(rng.integers(0, 4, size=(9, 7, 3)), 2, axis=2)
+    classes[0] = 0
+    classes[-1, -1, -2:] = 1
+    scan = Volume(classes_image(classes) * 500 + 20, np.eye(4), None, None)
+    table = LabelTable(values=[0, 2, 3, 41], names=["bg", "a", "b", "c"], lr_pairs=[])
+    m = stand_in(NearestCenterNet(ndim), ndim=ndim, table=table, voxel_size=[1, 1, 2],
+                 patch_size=(8, 8, 8) if ndim == 3 else ())
+    full = segment_scan(m, scan)
+    monkeypatch.setattr(segment, "POSTERIOR_BUDGET", 0)
+    half = segment_scan(m, scan)
+    assert half.flipped and np.array_equal(half.labels, full.labels)
+    assert np.array_equal(full.labels, np.asarray(table.values)[classes])
+    assert half.volumes_mm3 == pytest.approx(full.volumes_mm3, rel=1e-2)
