@@ -52,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model file (.safetensors) or run folder")
     s.add_argument("inputs", nargs="+", help="scans (.nii, .nii.gz, .mgz) or folders")
     s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    s.add_argument("--vol", help="write per-label volumes (mm^3) to this CSV")
+    s.add_argument("--vol", help="write per-label soft volumes (mm^3: posteriors summed on the scan's grid, as "
+                                 "SynthSeg's --vol) to this CSV")
+    s.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="no left/right flipped pass (by default one is averaged in when the label table allows it)")
+    s.add_argument("--clean", action="store_true",
+                   help="keep each structure's largest connected component (removed voxels go to their next most "
+                        "probable class)")
     s.add_argument("--device", default="auto")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
 
@@ -276,7 +282,8 @@ def cmd_segment(args) -> int:
     model = Path(args.model)
     if model.is_dir():
         model = model / "model.safetensors"
-    outputs = segment_files(str(model), args.inputs, args.output, args.vol, args.device, args.overwrite)
+    outputs = segment_files(str(model), args.inputs, args.output, args.vol, args.device, args.overwrite,
+                            flip=args.flip, clean=args.clean, log=lambda note: print(f"l2s: note: {note}", file=sys.stderr))
     for path in outputs:
         print(path)
     if args.vol:

@@ -14,16 +14,31 @@ JSON format (``to_json`` / ``from_json``; shipped tables in ``resources/label_ta
     {"format": "l2s-label-table", "version": 1, "name": "...", "description": "...",
      "labels": [{"value": 0, "name": "background"}, {"value": 1, "name": "white matter"}, ...],
      "merge": {"2": 1, "41": 1, ...},          # optional: original value -> table value
-     "unlisted": "error" | "background"}       # optional, default "error"
+     "unlisted": "error" | "background",       # optional, default "error"
+     "lr_pairs": [[2, 41], [3, 42], ...]}      # optional: [left, right] table values
+
+Left/right pairs (``lr_pairs``) tell segmentation how to swap the classes of a left/right flipped
+pass (:meth:`LabelTable.flip_classes`). A flip is valid when every class maps to itself or to its
+pair: listed pairs swap, every other class maps to itself, so ``"lr_pairs": []`` says "no class is
+one-sided" (hemisphere-free tissues, or classes that merge both hemispheres) and flips with the
+identity. A table that does not list ``lr_pairs`` gets them from its values when they (or, for a
+merging table, the original values merged into each class) are FreeSurfer ids: pairs of the shipped
+FreeSurfer L/R list (``freesurfer_names.json``) whose two sides are separate classes swap, classes
+holding both sides of their ids (``freesurfer_4class``) map to themselves; a one-sided class whose
+other side is not a class of its own (e.g. left structures only) makes the flip invalid, as does a
+table whose values are not FreeSurfer ids (nothing says which classes are sided). Found pairs are
+not written into the table's JSON (``auto`` tables, run folders and models written before keep
+their exact JSON); state ``lr_pairs`` in a JSON table to fix them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -33,7 +48,8 @@ FORMAT = "l2s-label-table"
 FORMAT_VERSION = 1
 _LUT_MAX = 1 << 20  # use a direct look-up table for non-negative values below this
 
-__all__ = ["LabelTable", "load_label_table", "shipped_tables", "unique_values", "freesurfer_names"]
+__all__ = ["LabelTable", "load_label_table", "shipped_tables", "unique_values", "freesurfer_names",
+           "freesurfer_lr_pairs"]
 
 
 def _examples(values: Iterable[Any], n: int = 8) -> str:
@@ -62,6 +78,17 @@ def freesurfer_names() -> dict[int, str]:
     return {int(k): str(v) for k, v in data["names"].items()}
 
 
+def freesurfer_lr_pairs() -> list[tuple[int, int]]:
+    """[(left id, right id), ...] of FreeSurfer ids (shipped ``freesurfer_names.json``)."""
+    return list(_freesurfer_lr_pairs())
+
+
+@functools.lru_cache(maxsize=1)
+def _freesurfer_lr_pairs() -> tuple[tuple[int, int], ...]:
+    text = resources.files("l2s_gui.resources").joinpath("label_tables/freesurfer_names.json").read_text()
+    return tuple((int(a), int(b)) for a, b in json.loads(text).get("lr_pairs", []))
+
+
 def _looks_like_freesurfer(values: Iterable[int]) -> bool:
     vals = set(int(v) for v in values)
     return {2, 3} <= vals or {41, 42} <= vals
@@ -77,6 +104,7 @@ class LabelTable:
     unlisted: str = "error"  # "error" | "background"
     name: str = ""
     description: str = ""
+    lr_pairs: Optional[list[tuple[int, int]]] = None  # [left, right] table values; None: not stated
 
     def __post_init__(self) -> None:
         where = f"label table {self.name!r}" if self.name else "label table"
@@ -97,6 +125,12 @@ class LabelTable:
             raise InputError(f"{where}: merge targets not in the table: {_examples(bad)}")
         if self.unlisted not in ("error", "background"):
             raise InputError(f"{where}: 'unlisted' must be 'error' or 'background', got {self.unlisted!r}")
+        if self.lr_pairs is not None:
+            self.lr_pairs = [self._check_pair(p, where) for p in self.lr_pairs]
+            sided = [v for p in self.lr_pairs for v in p]
+            twice = sorted({v for v in sided if sided.count(v) > 1})
+            if twice:
+                raise InputError(f"{where}: lr_pairs: values in more than one pair: {_examples(twice)}")
         # sorted keys -> class, for the vectorised look-up
         mapping = {v: i for i, v in enumerate(self.values)}
         index_of = dict(mapping)
@@ -106,6 +140,18 @@ class LabelTable:
         self._classes = np.array([mapping[k] for k in self._keys], dtype=np.int64)
         self._value_keys = np.array(sorted(index_of), dtype=np.int64)
         self._value_classes = np.array([index_of[k] for k in self._value_keys], dtype=np.int64)
+
+    def _check_pair(self, pair: Any, where: str) -> tuple[int, int]:
+        try:
+            left, right = (int(v) for v in pair)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: lr_pairs: each pair must be [left value, right value], got {pair!r}") from None
+        missing = [v for v in (left, right) if v not in self.values]
+        if missing:
+            raise InputError(f"{where}: lr_pairs: {pair!r}: values not in the table: {_examples(missing)}")
+        if left == right or 0 in (left, right):
+            raise InputError(f"{where}: lr_pairs: {pair!r}: a pair holds two different non-background values")
+        return left, right
 
     # ------------------------------------------------------------------ basics
     @property
@@ -118,13 +164,63 @@ class LabelTable:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LabelTable):
             return NotImplemented
-        return (self.values, self.names, self.merge, self.unlisted) == (
-            other.values, other.names, other.merge, other.unlisted)
+        return (self.values, self.names, self.merge, self.unlisted, self.lr_pairs) == (
+            other.values, other.names, other.merge, other.unlisted, other.lr_pairs)
 
     def describe(self) -> str:
         label = self.name or "label table"
         return f"{label}: {self.n_classes} classes (" + ", ".join(
             f"{v} {n}" for v, n in zip(self.values, self.names)) + ")"
+
+    # ------------------------------------------------------------------ left/right
+    def _class_of(self, value: int) -> Optional[int]:
+        """The class an original label value is converted to (None: unknown to the table)."""
+        pos = int(np.searchsorted(self._keys, value))
+        if pos < len(self._keys) and int(self._keys[pos]) == value:
+            return int(self._classes[pos])
+        return 0 if self.unlisted == "background" else None
+
+    def inferred_lr_pairs(self) -> Optional[list[tuple[int, int]]]:
+        """``lr_pairs`` when stated, else the pairs found from FreeSurfer ids (module docstring);
+        None when the table does not say which classes are sided and they cannot be found."""
+        if self.lr_pairs is not None:
+            return list(self.lr_pairs)
+        sources: list[set[int]] = [set() for _ in self.values]
+        for i, v in enumerate(self.values):
+            if not self.merge:  # a merging table's own values are its output ids: its merges say the sides
+                sources[i].add(v)
+        for src, dst in self.merge.items():
+            sources[self.values.index(dst)].add(src)
+        found = set().union(*sources[1:]) if len(sources) > 1 else set()
+        partner: dict[int, int] = {}
+        for left, right in freesurfer_lr_pairs():
+            partner[left], partner[right] = right, left
+        if not (_looks_like_freesurfer(found) or any(partner.get(v) in found for v in found)):
+            return None  # not FreeSurfer ids: nothing says which classes are sided
+        perm = list(range(self.n_classes))
+        for i in range(1, self.n_classes):
+            sided = [s for s in sources[i] if s in partner]
+            if not sided:
+                continue  # midline or unsided ids only: maps to itself
+            targets = {self._class_of(partner[s]) for s in sided}
+            if len(targets) != 1 or None in targets or 0 in targets:
+                return None  # a side without its other side (or split over several classes)
+            perm[i] = targets.pop()
+        if any(perm[perm[i]] != i for i in range(self.n_classes)):
+            return None
+        return [(self.values[i], self.values[j]) for i, j in enumerate(perm) if i < j]
+
+    def flip_classes(self) -> Optional[list[int]]:
+        """The class permutation of a left/right flip (class ``i`` of the flipped image is class
+        ``flip_classes()[i]`` of the original), or None when the table does not allow a flip."""
+        pairs = self.inferred_lr_pairs()
+        if pairs is None:
+            return None
+        perm = list(range(self.n_classes))
+        for left, right in pairs:
+            a, b = self.values.index(left), self.values.index(right)
+            perm[a], perm[b] = b, a
+        return perm
 
     # ------------------------------------------------------------------ conversion
     def to_classes(self, arr: np.ndarray, source: str | Path | None = None, merge: bool = True) -> np.ndarray:
@@ -183,6 +279,8 @@ class LabelTable:
         if self.merge:
             out["merge"] = {str(k): v for k, v in sorted(self.merge.items())}
         out["unlisted"] = self.unlisted
+        if self.lr_pairs is not None:
+            out["lr_pairs"] = [[a, b] for a, b in self.lr_pairs]
         return out
 
     @classmethod
@@ -203,13 +301,16 @@ class LabelTable:
             else:
                 items = [(int(e["value"]), str(e.get("name", f"label {e['value']}"))) for e in labels]
             merge = {int(k): int(v) for k, v in (data.get("merge") or {}).items()}
+            lr_pairs = data.get("lr_pairs")
+            if lr_pairs is not None and not isinstance(lr_pairs, list):
+                raise TypeError("lr_pairs must be a list of [left, right] pairs")
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise InputError(f"{where}: malformed label table ({type(exc).__name__}: {exc}); "
                              f"expected labels: [{{\"value\": 0, \"name\": \"background\"}}, ...]") from None
         try:
             return cls(values=[v for v, _ in items], names=[n for _, n in items], merge=merge,
                        unlisted=str(data.get("unlisted", "error")), name=str(data.get("name", "")),
-                       description=str(data.get("description", "")))
+                       description=str(data.get("description", "")), lr_pairs=lr_pairs)
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
 

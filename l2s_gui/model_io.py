@@ -11,7 +11,9 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 import torch
 from safetensors import safe_open
@@ -55,9 +57,14 @@ class LoadedModel:
     def slice_axis(self) -> int:
         return self.config.data.slice_axis
 
+    trained_voxel_size: list[float] | None = None  # "voxel_size_mm" of the model file (None: older models)
+
     @property
     def voxel_size(self) -> list[float]:
-        """The training voxel size in mm (``data.voxel_size``; empty: the inputs' own grids)."""
+        """The voxel size in mm (RAS axes) the model was trained at: the file's ``voxel_size_mm``,
+        else (older models) ``data.voxel_size``; empty: unknown (segment on the scan's own grid)."""
+        if self.trained_voxel_size:
+            return list(self.trained_voxel_size)
         return list(self.config.data.voxel_size)
 
     @property
@@ -74,10 +81,47 @@ class LoadedModel:
         return self
 
 
+def training_voxel_size(config: Config, voxel_size: Sequence[float] | None = None,
+                        max_files: int = 16) -> list[float] | None:
+    """The voxel size (mm along the RAS axes: 1 value isotropic, or 3) a model is trained at:
+    ``data.voxel_size`` when set (every input is resampled to it, as given), else ``voxel_size``
+    when given, else the median voxel
+    size of the training inputs read from the headers of (up to ``max_files``) label maps, or real
+    scans when there are no label maps. None when none can be read."""
+    from .resample import target_voxel_size
+
+    if config.data.voxel_size:
+        return [float(v) for v in config.data.voxel_size]
+    if voxel_size:
+        return [float(v) for v in target_voxel_size(voxel_size)]
+    try:
+        import nibabel as nib
+        from nibabel import orientations
+
+        from .io import expand_paths
+
+        items = config.data.label_maps or config.data.real_images
+        sizes = []
+        for f in expand_paths(items, "data")[:max_files] if items else []:
+            affine = nib.load(str(f)).affine
+            zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
+            ras = np.empty(3)
+            ras[orientations.io_orientation(affine)[:, 0].astype(int)] = zooms
+            sizes.append(ras)
+    except Exception:  # noqa: BLE001 - the inputs moved or are unreadable: nothing to record
+        return None
+    return [round(float(v), 6) for v in np.median(np.array(sizes), axis=0)] if sizes else None
+
+
 def export_model(path: str | Path, net: nn.Module, augmentation: nn.Module, table: LabelTable, config: Config,
-                 spatial_shape: list[int], step: int, theta: dict[str, Any] | None = None) -> Path:
-    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` atomically."""
+                 spatial_shape: list[int], step: int, theta: dict[str, Any] | None = None,
+                 voxel_size: Sequence[float] | None = None) -> Path:
+    """Write ``path`` (.safetensors) and ``path.with_suffix('.json')`` atomically.
+
+    The metadata record ``voxel_size_mm``, the voxel size the model was trained at
+    (:func:`training_voxel_size`; ``voxel_size``: the training inputs' voxel size when known)."""
     path = Path(path)
+    trained_at = training_voxel_size(config, voxel_size)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -87,6 +131,8 @@ def export_model(path: str | Path, net: nn.Module, augmentation: nn.Module, tabl
         "step": int(step),
         "theta": theta or {},
     }
+    if trained_at:
+        meta["voxel_size_mm"] = trained_at
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors.update({f"aug.{k}": v.detach().cpu().contiguous() for k, v in augmentation.state_dict().items()})
     blob = safetensors_save(tensors, metadata={"l2s": json.dumps(meta)})
@@ -130,7 +176,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     except (RuntimeError, KeyError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: model weights do not match its config ({first})") from None
-    model = LoadedModel(net.eval(), aug.eval(), table, config, list(meta["spatial_shape"]), int(meta["step"]), path)
+    trained_at = meta.get("voxel_size_mm")
+    trained_at = [float(v) for v in trained_at] if isinstance(trained_at, list) and len(trained_at) in (1, 3) and all(
+        isinstance(v, (int, float)) and v > 0 for v in trained_at) else None
+    model = LoadedModel(net.eval(), aug.eval(), table, config, list(meta["spatial_shape"]), int(meta["step"]), path,
+                        trained_at)
     return model.to(device)
 
 

@@ -1,8 +1,11 @@
 """The "Segment" dock widget: a trained model + an image layer -> a Labels layer on the image's grid.
 
-Runs ``l2s_gui.segment.segment_volume`` in a worker thread (napari ``thread_worker``) with progress
+Runs ``l2s_gui.segment.segment_scan`` in a worker thread (napari ``thread_worker``) with progress
 and cancel; the result keeps the image's scale/translate and true affine, holds the original label
-values, and comes with a per-label volume table (mm^3) that can be saved as CSV, the labels as NIfTI.
+values, and comes with a per-label volume table (mm^3: voxel counts and soft volumes from the
+posteriors, as ``l2s segment --vol``) that can be saved as CSV, the labels as NIfTI. Options: the
+left/right flipped pass (on by default; a note when the model's label table allows none) and the
+largest-connected-component clean-up.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QHeaderView, QLabel, QLineEdit,
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFormLayout, QHeaderView, QLabel, QLineEdit,
                             QProgressBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ._common import LayerCombo, error_text, notify_error, notify_info, set_enabled
@@ -58,6 +61,8 @@ class SegmentWidget(QWidget):
         self._progress.changed.connect(self._on_progress)
         self.result_layer = None
         self.volumes: dict[int, tuple[int, float]] = {}
+        self.soft_volumes: dict[int, float] = {}
+        self.notes: list[str] = []
         self._names: dict[int, str] = {}
         self._info_key: Optional[tuple] = None
         self._build()
@@ -91,6 +96,17 @@ class SegmentWidget(QWidget):
         self.device_combo = combo(device_choices())
         self.device_combo.setToolTip("auto: the first CUDA GPU, else Apple MPS, else the CPU")
         form.addRow("device", self.device_combo)
+        self.flip_check = QCheckBox("average a left/right flipped pass")
+        self.flip_check.setChecked(True)
+        self.flip_check.setToolTip("Segment the scan flipped left/right too and average the posteriors, with the "
+                                   "left/right classes swapped (as SynthSeg); skipped, with a note, when the model's "
+                                   "label table does not say which classes are left/right")
+        form.addRow("flip", self.flip_check)
+        self.clean_check = QCheckBox("keep each structure's largest connected component")
+        self.clean_check.setChecked(False)
+        self.clean_check.setToolTip("Clean-up: voxels outside a structure's largest 26-connected component go to "
+                                    "their next most probable class")
+        form.addRow("clean-up", self.clean_check)
         layout.addLayout(form)
 
         self.segment_button = button("Segment", self.segment)
@@ -102,8 +118,10 @@ class SegmentWidget(QWidget):
         self.progress.setFormat("idle")
         layout.addWidget(self.progress)
 
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["label", "name", "voxels", "volume (mm³)"])
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["label", "name", "voxels", "volume (mm³)", "soft volume (mm³)"])
+        self.table.horizontalHeaderItem(4).setToolTip("Posteriors summed over the scan's voxels times the voxel "
+                                                      "volume (as SynthSeg's --vol)")
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
@@ -226,6 +244,7 @@ class SegmentWidget(QWidget):
         model_path = self.model_file()
         affine = layer_affine(layer)
         device = self.device_combo.currentText()
+        flip, clean = self.flip_check.isChecked(), self.clean_check.isChecked()
         self._cancel.clear()
         progress = self._progress.changed
         cancel = self._cancel
@@ -238,7 +257,7 @@ class SegmentWidget(QWidget):
         def work():
             return run_segmentation(model_path, data, affine, device,
                                     progress=lambda d, t: progress.emit(int(d), int(t)),
-                                    cancelled=cancel.is_set, source=source)
+                                    cancelled=cancel.is_set, source=source, flip=flip, clean=clean)
 
         worker = work()
         worker.returned.connect(lambda result: self._on_result(result, layer, model_path))
@@ -280,6 +299,10 @@ class SegmentWidget(QWidget):
                                    translate=list(layer.translate), metadata=meta, opacity=0.5)
         self._names = result.get("names", {})
         self.volumes = result["volumes"]
+        self.soft_volumes = result.get("soft_volumes", {})
+        self.notes = list(result.get("notes", []))
+        for note in self.notes:
+            notify_info(note)
         self._fill_table()
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
@@ -293,7 +316,8 @@ class SegmentWidget(QWidget):
         for value, (count, mm3) in sorted(self.volumes.items()):
             row = self.table.rowCount()
             self.table.insertRow(row)
-            for col, item in enumerate((value, self._names.get(value, f"label {value}"), count, mm3)):
+            soft = self.soft_volumes.get(value, float("nan"))
+            for col, item in enumerate((value, self._names.get(value, f"label {value}"), count, mm3, soft)):
                 cell = QTableWidgetItem()
                 if isinstance(item, (int, float)):
                     cell.setData(Qt.ItemDataRole.DisplayRole, round(item, 1) if isinstance(item, float) else item)
@@ -339,9 +363,11 @@ class SegmentWidget(QWidget):
         try:
             with open(path, "w", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(["label", "name", "voxels", "volume_mm3"])
+                writer.writerow(["label", "name", "voxels", "volume_mm3", "soft_volume_mm3"])
                 for value, (count, mm3) in sorted(self.volumes.items()):
-                    writer.writerow([value, self._names.get(value, f"label {value}"), count, f"{mm3:.3f}"])
+                    soft = self.soft_volumes.get(value)
+                    writer.writerow([value, self._names.get(value, f"label {value}"), count, f"{mm3:.3f}",
+                                     "" if soft is None else f"{soft:.3f}"])
         except OSError as exc:
             notify_error(f"{path}: cannot write ({exc})")
             return None
@@ -353,18 +379,20 @@ class SegmentWidget(QWidget):
 
 
 def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, device: str,
-                     progress=None, cancelled=None, source: Optional[str] = None) -> Optional[dict[str, Any]]:
+                     progress=None, cancelled=None, source: Optional[str] = None, flip: bool = True,
+                     clean: bool = False) -> Optional[dict[str, Any]]:
     """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread).
 
     Returns {"labels": original label values on the image's grid, "volumes": {value: (voxels, mm3)}
-    for every label of the model (0 when absent), "names": {value: name}} or None when cancelled.
+    for every label of the model (0 when absent), "soft_volumes": {value: mm3 from the posteriors},
+    "names": {value: name}, "notes": [things to tell the user]} or None when cancelled.
     """
     import torch
 
     from l2s_gui.device import resolve_device
     from l2s_gui.io import Volume
     from l2s_gui.model_io import load_model
-    from l2s_gui.segment import SegmentationCancelled, label_volumes_mm3, segment_volume
+    from l2s_gui.segment import SegmentationCancelled, label_volumes_mm3, segment_scan
 
     dev = resolve_device(device, key="device")
     model = load_model(model_path, dev)
@@ -374,13 +402,13 @@ def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, dev
                     Path(source) if source else None)
     report = (lambda fraction: progress(int(round(1000 * fraction)), 1000)) if progress else None
     try:
-        labels = segment_volume(model, volume, dev, progress=report, cancelled=cancelled)
+        result = segment_scan(model, volume, dev, progress=report, cancelled=cancelled, flip=flip, clean=clean)
     except SegmentationCancelled:
         return None
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    labels = np.asarray(labels)
+    labels = np.asarray(result.labels)
     if squeeze and labels.ndim == 3:
         labels = labels[..., 0]
     dtype = np.uint8 if labels.size and labels.max() <= 255 and labels.min() >= 0 else np.int32
@@ -392,4 +420,5 @@ def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, dev
     for v, item in counts.items():  # values outside the table (should not happen) still show
         volumes.setdefault(v, item)
     names = {int(v): n for v, n in zip(model.table.values, model.table.names)}
-    return {"labels": labels, "volumes": volumes, "names": names}
+    return {"labels": labels, "volumes": volumes, "soft_volumes": dict(result.volumes_mm3), "names": names,
+            "notes": list(result.notes)}

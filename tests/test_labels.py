@@ -128,3 +128,49 @@ def test_load_label_table_errors(tmp_path):
     ok.write_text(json.dumps({"labels": {"0": "bg", "7": "seven"}}))
     t = load_label_table(str(ok))
     assert t.values == [0, 7] and t.name == "mine"
+
+
+# ------------------------------------------------------------------------------------------ left/right pairs
+def test_lr_pairs_json_round_trip_and_flip():
+    t = LabelTable(values=[0, 1, 2, 5], names=["bg", "l", "r", "mid"], lr_pairs=[[1, 2]], name="mine")
+    data = json.loads(json.dumps(t.to_json()))
+    assert data["lr_pairs"] == [[1, 2]]
+    back = LabelTable.from_json(data)
+    assert back == t and back.lr_pairs == [(1, 2)]
+    assert back.flip_classes() == [0, 2, 1, 3]
+    # an explicitly empty list: no sided class, the flip maps every class to itself
+    assert LabelTable(values=[0, 1, 2], names=["bg", "a", "b"], lr_pairs=[]).flip_classes() == [0, 1, 2]
+    # no lr_pairs stated: the JSON is unchanged (run folders and models written before keep matching)
+    assert "lr_pairs" not in table().to_json()
+
+
+@pytest.mark.parametrize("pairs,match", [([[1, 9]], "not in the table"), ([[1, 2], [2, 5]], "more than one pair"),
+                                         ([[0, 1]], "two different non-background"), ([[1, 1]], "two different"),
+                                         ([[1]], r"\[left value, right value\]")])
+def test_invalid_lr_pairs(pairs, match):
+    with pytest.raises(InputError, match=match):
+        LabelTable(values=[0, 1, 2, 5], names=["bg", "l", "r", "mid"], lr_pairs=pairs)
+    with pytest.raises(InputError, match="lr_pairs"):
+        LabelTable.from_json({"labels": [{"value": 0}], "lr_pairs": {"1": 2}})
+
+
+def test_lr_pairs_found_for_freesurfer_tables():
+    # every side has its class: pairs swap, midline structures (24 CSF, 16 brain stem) map to themselves
+    t = LabelTable.from_values([0, 2, 3, 16, 17, 24, 41, 42, 53, 1001, 2001])
+    assert t.inferred_lr_pairs() == [(2, 41), (3, 42), (17, 53), (1001, 2001)]
+    perm = t.flip_classes()
+    assert [t.values[i] for i in perm] == [0, 41, 42, 16, 53, 24, 2, 3, 17, 2001, 1001]
+    # one side only (a left structure without its right one): no valid flip
+    assert LabelTable.from_values([0, 2, 3, 41]).flip_classes() is None
+    assert LabelTable.from_values([0, 2, 17, 41]).flip_classes() is None
+    # not FreeSurfer ids: nothing says which classes are sided
+    assert LabelTable.from_values([0, 1, 5, 7]).flip_classes() is None
+    # a merging table whose classes hold both hemispheres: every class maps to itself
+    assert load_label_table("freesurfer_4class").flip_classes() == [0, 1, 2, 3, 4]
+    assert load_label_table("mni152_tissues").flip_classes() == [0, 1, 2, 3]
+    # merged per side: the merged classes swap
+    side = LabelTable(values=[0, 1, 2], names=["bg", "left wm", "right wm"], merge={2: 1, 78: 1, 41: 2, 79: 2})
+    assert side.flip_classes() == [0, 2, 1]
+    # a merge that puts a left id with another class's right id is not a flip
+    mixed = LabelTable(values=[0, 1, 2], names=["bg", "a", "b"], merge={2: 1, 41: 2, 3: 2, 42: 2})
+    assert mixed.flip_classes() is None

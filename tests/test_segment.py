@@ -20,8 +20,8 @@ from l2s_gui.io import Volume, load_label_map, load_scan
 from l2s_gui.labels import LabelTable
 from l2s_gui.model_io import LoadedModel, build_network, export_model, load_model
 from l2s_gui.augment import build_augmentation
-from l2s_gui.segment import (SegmentationCancelled, label_volumes_mm3, segment_array, segment_files, segment_volume,
-                             write_volumes_csv)
+from l2s_gui.segment import (SegmentationCancelled, label_volumes_mm3, segment_array, segment_files, segment_scan,
+                             segment_volume, write_volumes_csv)
 
 VALUES = [0, 2, 3, 41]
 
@@ -64,8 +64,9 @@ def test_output_geometry_and_label_values(tmp_path, ndim):
     assert written.header.get_zooms()[:3] == pytest.approx(scan.header.get_zooms()[:3], abs=1e-5)
     rows = list(csv.reader(open(tmp_path / "vol.csv")))
     assert rows[0][0] == "subject" and len(rows) == 2 and len(rows[0]) == 2 + len(VALUES) - 1
-    volumes = label_volumes_mm3(labels, affine, model.table)
+    volumes = segment_scan(model, scan).volumes_mm3  # --vol: soft volumes (posteriors), as SynthSeg's
     assert float(rows[1][1]) == pytest.approx(sum(volumes.values()), abs=0.1)
+    assert [float(x) for x in rows[1][2:]] == pytest.approx([volumes[v] for v in VALUES[1:]], abs=0.051)
 
 
 def test_segment_refuses_to_overwrite(tmp_path, capsys):

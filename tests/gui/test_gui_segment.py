@@ -96,3 +96,38 @@ def test_segment_bad_model_file_is_reported(qtbot, make_napari_viewer, tmp_path,
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert errors and "model.safetensors" in errors[-1]
     assert widget.result_layer is None
+
+
+def test_segment_options_flip_note_clean_and_soft_volumes(qtbot, make_napari_viewer, tiny_run, tmp_path, errors,
+                                                         monkeypatch):
+    """The flipped pass is on by default; the tiny model's table (2, 17, 41: a left hippocampus without
+    its right side) allows none, which is said once per segmentation, not as an error; soft volumes
+    fill their own column; the clean-up runs when ticked."""
+    import l2s_napari._segment_widget as segment_widget
+
+    infos: list[str] = []
+    monkeypatch.setattr(segment_widget, "notify_info", infos.append)
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    assert widget.flip_check.isChecked() and not widget.clean_check.isChecked()
+    [scan] = viewer.open(str(tiny_run.parent / "data" / "sub2_T1.nii.gz"), plugin="l2s-gui")
+    widget.model_path.setText(str(tiny_run / "model.safetensors"))
+    widget.image_combo.set_layer_name(scan.name)
+    assert widget.segment()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert errors == []
+    assert len(infos) == 1 and "left/right" in infos[0] and widget.notes == infos
+    voxel = abs(np.linalg.det(scan.metadata["affine"][:3, :3]))
+    assert sorted(widget.soft_volumes) == sorted(VALUES)
+    assert 0 <= sum(widget.soft_volumes.values()) <= scan.data.size * voxel * (1 + 1e-6)
+    assert widget.table.columnCount() == 5 and widget.table.item(0, 4) is not None
+    assert widget.save_csv(tmp_path / "v.csv")
+    header = (tmp_path / "v.csv").read_text().splitlines()[0]
+    assert header == "label,name,voxels,volume_mm3,soft_volume_mm3"
+
+    infos.clear()
+    widget.flip_check.setChecked(False)
+    widget.clean_check.setChecked(True)
+    assert widget.segment()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert errors == [] and infos == [] and widget.result_layer is not None
