@@ -52,6 +52,15 @@ class StopTraining(Exception):
     pass
 
 
+def error_message(exc: BaseException) -> str:
+    """The one-line message of an L2SError, or of an OSError as 'PATH: cannot write (reason)'."""
+    if isinstance(exc, OSError):
+        from .errors import os_error_reason
+
+        return f"{exc.filename or 'run folder'}: cannot write ({os_error_reason(exc)})"
+    return str(exc)
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -381,6 +390,7 @@ class Trainer:
                 yield from self._wait_if_paused()
                 start = time.perf_counter()
                 loss_synth, loss_real = self.train_step()
+                self._check_losses(loss_synth, loss_real)
                 self.step += 1
                 duration = time.perf_counter() - start
                 self.elapsed += duration
@@ -398,8 +408,8 @@ class Trainer:
                     self._write_state("running")
         except (StopTraining, KeyboardInterrupt):
             reason = "stopped"
-        except L2SError as exc:
-            reason, message = "error", str(exc)
+        except (L2SError, OSError) as exc:
+            reason, message = "error", error_message(exc)
         except Exception as exc:  # noqa: BLE001 - reported to the user, details in the run folder
             if is_out_of_memory(exc):
                 reason, message = "error", str(DeviceMemoryError(out_of_memory_message(
@@ -407,9 +417,40 @@ class Trainer:
             else:
                 reason, message = "error", f"internal error at step {self.step + 1}: {type(exc).__name__}: {exc}"
                 if self.writes:
-                    (self.run_folder.path / "error.log").write_text(traceback.format_exc())
-        if reason != "error" or self.step > 0:
-            yield from self._emit(self.save_checkpoint())
+                    self.run_folder.write_error_log(traceback.format_exc())
+        yield from self._end(reason, message)
+
+    def _end(self, reason: str, message: str) -> Iterator[Event]:
+        """The final checkpoint, state and DoneEvent, each guarded: a failing write (disk full) turns
+        the run into an error but still ends it cleanly; non-finite weights are never saved."""
+        if (reason != "error" or self.step > 0) and not getattr(self, "_diverged", False) and self._finite_weights():
+            try:
+                yield from self._emit(self.save_checkpoint())
+            except (L2SError, OSError) as exc:
+                if reason != "error":
+                    reason, message = "error", f"the final checkpoint could not be saved: {error_message(exc)}"
+                if self.writes:
+                    self.run_folder.clean_leftovers()  # frees the unfinished checkpoint's space
         model_path = str(self.run_folder.model_path) if self.writes and self.run_folder.model_path.is_file() else None
-        self._write_state(reason, message)
-        yield from self._emit(DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message))
+        done = DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message)
+        try:
+            self._write_state(reason, message)
+            if self.writes:
+                self.run_folder.append_event(done)
+        except (L2SError, OSError):
+            pass  # nothing more can be written; the message still reaches the caller
+        if self.rank == 0:
+            yield done
+
+    def _check_losses(self, *losses: Optional[float]) -> None:
+        """Stop a diverging run: a NaN or Inf loss ends it with an error; the step's weights are not
+        saved (the last good checkpoint and model stay)."""
+        if any(loss is not None and not np.isfinite(loss) for loss in losses):
+            self._diverged = True
+            shown = " / ".join(str(v) for v in losses if v is not None)
+            raise L2SError(f"training diverged at step {self.step + 1} (loss {shown}); lower "
+                           f"training.lr_segmentation / lr_augmentation; the last checkpoint and model are kept")
+
+    def _finite_weights(self) -> bool:
+        with torch.no_grad():
+            return all(bool(torch.isfinite(p).all()) for p in list(self.net.parameters()) + list(self.aug.parameters()))
