@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import is_out_of_memory, resolve_device
-from .errors import DeviceMemoryError, InputError, L2SError
+from .errors import DeviceMemoryError, InputError, L2SError, OutputError, write_error
 from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
@@ -207,15 +207,35 @@ def write_volumes_csv(path: str | Path, rows: list[tuple[str, dict[int, float]]]
     """One row per subject, one column per label (``name (value)``), volumes in mm^3."""
     path = check_output_path(path, overwrite, inputs)
     values = [v for v in table.values if v != 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
-        for subject, volumes in rows:
-            writer.writerow([subject, f"{sum(volumes.values()):.1f}"] + [f"{volumes.get(v, 0.0):.1f}" for v in values])
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
+            for subject, volumes in rows:
+                writer.writerow([subject, f"{sum(volumes.values()):.1f}"]
+                                + [f"{volumes.get(v, 0.0):.1f}" for v in values])
+        tmp.replace(path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise write_error(path, exc) from None
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse early an output whose folder cannot be written (read-only place, no permission)."""
+    path = Path(path).expanduser()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write (no write permission in {folder})")
 
 
 def output_paths(files: Sequence[Path], output: str | Path) -> list[Path]:
@@ -250,10 +270,17 @@ def segment_files(model_path: str, inputs: list[str], output: str, vol_csv: Opti
 
     files = expand_paths(inputs, "inputs")
     targets = output_paths(files, output)
+    protected = list(files) + [Path(model_path), Path(model_path).with_suffix(".json")]
     for target in targets:  # check every output before any work
-        check_output_path(target, overwrite, files)
+        check_output_path(target, overwrite, protected)
+        check_writable(target)
     if vol_csv:
-        check_output_path(vol_csv, overwrite, files)
+        for target in targets:
+            if Path(vol_csv).expanduser().resolve() == target.resolve():
+                raise InputError(f"{vol_csv}: the volumes CSV and a segmentation would be the same file; "
+                                 f"give --vol another name")
+        check_output_path(vol_csv, overwrite, protected)
+        check_writable(vol_csv)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device), key="--device")
     model = load_model(model_path, torch_device)
     rows = []
@@ -261,8 +288,8 @@ def segment_files(model_path: str, inputs: list[str], output: str, vol_csv: Opti
         scan = load_scan(source)
         sub = None if progress is None else (lambda f, i=i: progress((i + f) / len(files)))
         labels = segment_volume(model, scan, torch_device, overlap=overlap, batch_size=batch_size, progress=sub)
-        save_volume(target, labels.astype(np.int32), scan, overwrite=overwrite, inputs=files)
+        save_volume(target, labels.astype(np.int32), scan, overwrite=overwrite, inputs=protected)
         rows.append((str(source), label_volumes_mm3(labels, scan.affine, model.table)))
     if vol_csv:
-        write_volumes_csv(vol_csv, rows, model.table, overwrite=overwrite, inputs=files)
+        write_volumes_csv(vol_csv, rows, model.table, overwrite=overwrite, inputs=protected + list(targets))
     return targets
