@@ -47,23 +47,34 @@ class RunStatusMixin:
             self.plots.clear()
 
     def _on_events(self, events: list[dict[str, Any]]) -> None:
+        # events come sanitised from the watcher; each is still handled on its own so that one odd
+        # event can never drop the others of its batch
         if self.plots is not None:
             for e in events:
                 if e.get("kind") == "start" and e.get("label_values"):
                     self.plots.label_names = self._label_names(e["label_values"])
             self.plots.add_events(events)
         for e in events:
-            kind = e.get("kind")
-            if kind == "start":
-                self._total_steps = int(e.get("total_steps") or 0)
-                self._step = int(e.get("step") or 0)
-            elif kind == "step":
-                self._step = int(e.get("step") or 0)
-                self._it_per_s = float(e.get("it_per_s") or 0.0)
-                self._last_losses = {"synth": e.get("loss_synth"), "real": e.get("loss_real")}
-            elif kind == "validation":
-                self._last_dice = e.get("mean_dice")
+            try:
+                self._take_event(e)
+            except (TypeError, ValueError):
+                continue
         self._update_progress()
+
+    def _take_event(self, e: dict[str, Any]) -> None:
+        kind = e.get("kind")
+        if kind == "start":
+            self._total_steps = int(e.get("total_steps") or 0)
+            self._step = int(e.get("step") or 0)
+        elif kind == "step":
+            self._step = int(e.get("step") or 0)
+            self._it_per_s = float(e.get("it_per_s") or 0.0)
+            synth, real = e.get("loss_synth"), e.get("loss_real")
+            self._last_losses = {"synth": float(synth) if synth is not None else None,
+                                 "real": float(real) if real is not None else None}
+        elif kind == "validation":
+            dice = e.get("mean_dice")
+            self._last_dice = float(dice) if dice is not None else None
 
     def _label_names(self, values: list) -> dict[str, str]:
         """value -> name for the plot legends, from the run's label table setting."""
