@@ -50,17 +50,11 @@ HEARTBEAT_EVERY_S = 30.0
 """state.json's heartbeat is refreshed at least this often while events are written."""
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
-_UMASK: Optional[int] = None
-
-
 def current_umask() -> int:
-    """The process umask (read once; os.umask can only be read by setting it)."""
-    global _UMASK
-    if _UMASK is None:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        _UMASK = mask
-    return _UMASK
+    """The process umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_mode() -> int:
@@ -422,6 +416,9 @@ class RunFolder:
 
     def commit_checkpoint(self, tmp: Path, final: Path, keep: int) -> None:
         try:
+            for item in tmp.iterdir():  # safetensors writes 0600 files
+                if item.is_file():
+                    os.chmod(item, file_mode())
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
