@@ -293,7 +293,11 @@ def cmd_resume(args) -> int:
             data = config.to_dict()
             data["training"]["steps"] = args.steps
             config = Config.from_dict(data)
-        trainer = Trainer(config, run=run, resume=checkpoint is not None)  # data checked before any write
+        try:  # loads and checks the data and the checkpoint before anything is written
+            trainer = Trainer(config, run=run, resume=checkpoint is not None)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise L2SError(f"{checkpoint}: does not fit the run's config.yaml (was it edited?): "
+                           f"{_one_line(exc)[:200]}") from None
         if checkpoint is None:
             run.create(config, overwrite=True)
         else:

@@ -238,10 +238,18 @@ def check_writable(path: str | Path) -> None:
         raise OutputError(f"{path}: cannot write (no write permission in {folder})")
 
 
+NOT_VOLUME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".csv", ".txt", ".json", ".yaml", ".yml", ".npy",
+                       ".npz", ".safetensors", ".pt", ".pth", ".gz", ".zip", ".nrrd", ".mha", ".mhd", ".dcm", ".img",
+                       ".hdr")
+"""Suffixes of an ``-o`` that is surely meant as a file, but not a volume format we write."""
+
+
 def output_paths(files: Sequence[Path], output: str | Path) -> list[Path]:
     """Where :func:`segment_files` writes: ``output`` itself for one input when it names a volume
     file (.nii, .nii.gz, .mgz), else ``output/<stem>_seg.nii.gz`` for each input."""
     out = Path(output).expanduser()
+    if not out.is_dir() and volume_suffix(out) is None and out.suffix.lower() in NOT_VOLUME_SUFFIXES:
+        raise InputError(f"{out}: unsupported output type; give a .nii, .nii.gz or .mgz file or a folder")
     as_file = len(files) == 1 and volume_suffix(out) is not None and not out.is_dir()
     if len(files) > 1 and volume_suffix(out) is not None and not out.is_dir():
         raise InputError(f"{out}: {len(files)} inputs need an output folder, not a file name")
