@@ -69,6 +69,7 @@ def check_limits(cfg: Any) -> None:
         elif isinstance(value, int):
             _require(abs(value) <= MAX_INT, key, f"must be at most {MAX_INT:.0e} in size, got {value}")
     d, n, a = cfg.data, cfg.network, cfg.augmentation
+    _require(cfg.training.steps >= 1, "training.steps", f"must be >= 1, got {cfg.training.steps}")
     _require(len(n.widths) <= MAX_LEVELS, "network.widths", f"at most {MAX_LEVELS} levels, got {len(n.widths)}")
     _require(all(w <= MAX_WIDTH for w in n.widths), "network.widths",
              f"each width must be at most {MAX_WIDTH} channels, got {n.widths}")

@@ -449,7 +449,7 @@ class Trainer:
             self._diverged = True
             shown = " / ".join(str(v) for v in losses if v is not None)
             raise L2SError(f"training diverged at step {self.step + 1} (loss {shown}); lower "
-                           f"training.lr_segmentation / lr_augmentation; the last checkpoint and model are kept")
+                           f"training.lr_segmentation / lr_augmentation (the diverged weights are not saved)")
 
     def _finite_weights(self) -> bool:
         with torch.no_grad():
