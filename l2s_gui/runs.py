@@ -235,9 +235,14 @@ class RunFolder:
             return {}
 
     def _heartbeat(self) -> None:
+        """Refresh state.json's heartbeat (only from the writer, at most every HEARTBEAT_EVERY_S;
+        best effort: a failing heartbeat never stops a run)."""
         last = getattr(self, "_last_heartbeat", None)
         if last is not None and time.monotonic() - last >= HEARTBEAT_EVERY_S:
-            self.write_state()
+            try:
+                self.write_state()
+            except Exception:  # noqa: BLE001
+                self._last_heartbeat = time.monotonic()
 
     # events
     def append_event(self, event: Event) -> None:
@@ -296,6 +301,9 @@ class RunFolder:
         atomic_write_text(self.control_path, json.dumps({"command": command, "time": time.time()}))
 
     def read_control(self) -> Optional[str]:
+        """The pending command (polled by the trainer every step and while paused, which also keeps
+        the heartbeat fresh during a long pause)."""
+        self._heartbeat()
         try:
             command = json.loads(self.control_path.read_text()).get("command")
         except (OSError, ValueError, AttributeError, RecursionError):

@@ -174,7 +174,12 @@ class RunStatusMixin:
             self._set_waiting("starting…")
         rate = self._it_per_s
         eta = (total - step) / rate if rate > 0 and total else float("nan")
-        if status == "running" or (self.process.is_running() and status is None):
+        dead = (status in ACTIVE and self.run_dir is not None and not self.process.is_running()
+                and not self._external_alive())
+        if dead:  # state.json says running but its process died (kill -9, crash, reboot)
+            status = f"{status}, process gone"
+            fmt = f"{status} · {step}/{total}"
+        elif status == "running" or (self.process.is_running() and status is None):
             fmt = f"{step}/{total}  ·  {rate:.2f} it/s  ·  ETA {fmt_eta(eta)}"
         elif status:
             fmt = f"{status} · {step}/{total}"
@@ -190,6 +195,8 @@ class RunStatusMixin:
             parts.append(f"loss synth {synth:.3f}" + (f", real {real:.3f}" if real is not None else ""))
         if self._last_dice is not None and self._last_dice == self._last_dice:
             parts.append(f"val Dice {self._last_dice:.3f}")
+        if dead:
+            parts.append("its process is no longer running: Resume continues it from its last checkpoint")
         if status == "error" and self.state.get("message"):
             parts.append(f"<span style='color:#e06c75'>{self.state['message']}</span>")
         if parts:

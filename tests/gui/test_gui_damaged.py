@@ -97,5 +97,6 @@ def test_opening_damaged_run_folders_raises_nothing(qtbot, make_napari_viewer, t
             assert widget.state["status"] == "running"
             assert not widget.stop_button.isEnabled()  # not live: nothing to stop ...
             assert widget.resume_button.isEnabled()  # ... but it can be resumed
+            assert "process gone" in widget.progress.format()
     widget.watcher.stop()
     assert not any("Traceback" in e for e in errors)
