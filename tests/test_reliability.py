@@ -495,3 +495,26 @@ def test_write_errors_name_the_path(tmp_path):
     blocker.write_text("x")
     with pytest.raises(OutputError, match=f"{blocker}/state.json: cannot write"):
         runs_module.atomic_write_text(blocker / "state.json", "{}")
+
+
+def test_liveness_of_a_run_on_another_host_follows_its_heartbeat(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    os.utime(run / "metrics.jsonl", (1000.0, 1000.0))
+    state = {"status": "running", "pid": 1, "host": "gpu-server-somewhere", "heartbeat": 5000.0}
+    assert writer_alive(run, state, now=5000.0 + 60)[0]
+    alive, why = writer_alive(run, state, now=5000.0 + 3600)
+    assert not alive and "has not written for 3600 s" in why
+
+
+def test_the_writer_refreshes_its_heartbeat(tmp_path, monkeypatch):
+    folder = RunFolder(tmp_path / "run")
+    folder.write_state(status="running")
+    first = folder.read_state()["heartbeat"]
+    assert folder.read_state()["host"] == socket.gethostname()
+    monkeypatch.setattr(runs_module, "HEARTBEAT_EVERY_S", 0.0)
+    time.sleep(0.01)
+    folder.read_control()  # polled every step and while paused
+    assert folder.read_state()["heartbeat"] > first
+    assert RunFolder(tmp_path / "run").read_control() is None  # a reader never writes
