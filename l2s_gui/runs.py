@@ -422,6 +422,23 @@ class RunFolder:
             raise write_error(self.checkpoints_dir, exc) from None
         return tmp, self.checkpoints_dir / f"step_{step:07d}"
 
+    @staticmethod
+    def save_tensors(tensors: dict, path: Path) -> None:
+        """``safetensors.torch.save_file`` whose I/O failures (disk full, ...) become OutputError
+        naming the path (safetensors reports them as its own exception type)."""
+        from safetensors.torch import save_file
+
+        try:
+            save_file(tensors, str(path))
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        except Exception as exc:  # noqa: BLE001 - SafetensorError: "I/O error: ... (os error 28)"
+            match = re.search(r"os error (\d+)", str(exc))
+            if match is None:
+                raise
+            code = int(match.group(1))
+            raise write_error(path, OSError(code, os.strerror(code), str(path))) from None
+
     def commit_checkpoint(self, tmp: Path, final: Path, keep: int) -> None:
         try:
             for item in tmp.iterdir():  # safetensors writes 0600 files

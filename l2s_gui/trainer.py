@@ -58,7 +58,10 @@ def error_message(exc: BaseException) -> str:
         from .errors import os_error_reason
 
         return f"{exc.filename or 'run folder'}: cannot write ({os_error_reason(exc)})"
-    return str(exc)
+    if isinstance(exc, L2SError):
+        return str(exc)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _distributed() -> tuple[int, int]:
@@ -316,7 +319,7 @@ class Trainer:
         tensors["rng.data"] = self.gen_data.get_state()
         tensors["rng.device"] = self.gen_device.get_state()
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(tmp / "state.safetensors"))
+        self.run_folder.save_tensors(tensors, tmp / "state.safetensors")
         meta = {"step": self.step, "inner_t": self.inner.t, "outer_param_groups": outer_meta,
                 "elapsed_s": self.elapsed, "label_table": self.table.to_json()}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
@@ -426,7 +429,7 @@ class Trainer:
         if (reason != "error" or self.step > 0) and not getattr(self, "_diverged", False) and self._finite_weights():
             try:
                 yield from self._emit(self.save_checkpoint())
-            except (L2SError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever happens, the run still ends cleanly
                 if reason != "error":
                     reason, message = "error", f"the final checkpoint could not be saved: {error_message(exc)}"
                 if self.writes:

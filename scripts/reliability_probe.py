@@ -583,7 +583,7 @@ def kills(work: Path, data: dict, n_kills: int, seed: int = 0) -> dict:
         # kill at a random step (some before the first checkpoint), sometimes again during the resume
         for attempt in range(1 + (k % 3 == 2)):
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            target = rng.randint(3, steps - 5)
+            target = rng.randint(3, steps - 5) if (k, attempt) != (0, 0) else 5  # one before the 1st checkpoint
             end = time.time() + 300
             while time.time() < end and proc.poll() is None and last_logged_step(run) < target:
                 time.sleep(0.01)
@@ -614,9 +614,9 @@ def kills(work: Path, data: dict, n_kills: int, seed: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------- disk full
 def disk_full(work: Path, data: dict) -> list[tuple[str, bool, str]]:
     mnt = Path(tempfile.mkdtemp(prefix="l2s_full_"))
-    sizes = ["300k", "900k", "2m", "4m"]
+    sizes = ["32k", "64k", "128k", "256k"]
     out = []
-    cfg = write_cfg(work, "full.yaml", base_config(data, steps=200, checkpoint_every=5, preview_every=5))
+    cfg = write_cfg(work, "full.yaml", base_config(data, steps=400, checkpoint_every=5, preview_every=5))
     for size in sizes:
         if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                           capture_output=True).returncode != 0:
@@ -634,8 +634,8 @@ def disk_full(work: Path, data: dict) -> list[tuple[str, bool, str]]:
                 copy = work / f"full_copy_{size}"
                 shutil.copytree(mnt / "run", copy)
                 ckpt = RunFolder(copy).latest_checkpoint()
-                r2 = run_cli(["resume", copy, "--quiet", "--steps", "20"]) if ckpt is not None or \
-                    RunFolder(copy).restartable() else {"rc": 0, "err": ""}
+                more = (RunFolder.checkpoint_step(ckpt) if ckpt is not None else 0) + 5
+                r2 = run_cli(["resume", copy, "--quiet", "--steps", str(more)])
                 out.append((f"  ... its folder resumes once there is space ({size})", r2["rc"] == 0,
                             r2["err"].strip()[-120:]))
         finally:

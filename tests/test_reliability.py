@@ -245,17 +245,19 @@ def test_disk_full_during_training_ends_the_run_cleanly(tmp_path, dataset, capsy
             raise OSError(errno.ENOSPC, "No space left on device", str(self.metrics_path))
         return original_append(self, event)
 
+    import safetensors.torch
+
+    real_save_file = safetensors.torch.save_file
+
     def save_file(tensors, filename, metadata=None):
-        if full["on"]:
+        if full["on"]:  # what safetensors raises on a full disk (its own exception type)
             with open(filename, "wb") as fh:
                 fh.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device", filename)
-        from safetensors.torch import save_file as real
-
-        return real(tensors, filename, metadata)
+            raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real_save_file(tensors, filename, metadata)
 
     monkeypatch.setattr(RunFolder, "append_event", append_event)
-    monkeypatch.setattr("l2s_gui.trainer.save_file", save_file)
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
     assert main(["train", str(cfg), "-o", str(run), "--quiet"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert "disk full" in line
