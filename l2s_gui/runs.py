@@ -38,7 +38,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .config import Config
-from .errors import InputError, OutputExistsError, write_error
+from .errors import InputError, OutputError, OutputExistsError, write_error
 from .events import EVENT_TYPES, Event, PreviewEvent, event_from_json
 
 CONTROL_COMMANDS = ("pause", "resume", "stop")
@@ -224,8 +224,27 @@ class RunFolder:
         current.update(state)
         current["host"] = hostname()
         current["updated"] = current["heartbeat"] = time.time()
-        atomic_write_text(self.state_path, json.dumps(current, indent=1))
+        text = json.dumps(current, indent=1)
+        try:
+            atomic_write_text(self.state_path, text)
+        except OutputError:
+            if not self._write_in_place(self.state_path, text.encode()):
+                raise
         self._last_heartbeat = time.monotonic()
+
+    @staticmethod
+    def _write_in_place(path: Path, data: bytes) -> bool:
+        """Last resort on a full disk (no room for a temporary file): rewrite a small existing file in
+        place, reusing its space. Readers skip a state.json caught half-written."""
+        try:
+            with open(path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return True
+        except OSError:
+            return False
 
     def read_state(self) -> dict[str, Any]:
         """state.json with only well-typed known keys ({} when missing or damaged)."""

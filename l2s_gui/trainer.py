@@ -52,12 +52,13 @@ class StopTraining(Exception):
     pass
 
 
-def error_message(exc: BaseException) -> str:
-    """The one-line message of an L2SError, or of an OSError as 'PATH: cannot write (reason)'."""
+def error_message(exc: BaseException, where: object = None) -> str:
+    """The one-line message of an L2SError, or of an OSError as 'PATH: cannot write (reason)'
+    (``where``, e.g. the run folder, when the error names no file)."""
     if isinstance(exc, OSError):
         from .errors import os_error_reason
 
-        return f"{exc.filename or 'run folder'}: cannot write ({os_error_reason(exc)})"
+        return f"{exc.filename or where or 'run folder'}: cannot write ({os_error_reason(exc)})"
     if isinstance(exc, L2SError):
         return str(exc)
     lines = str(exc).strip().splitlines()
@@ -412,7 +413,7 @@ class Trainer:
         except (StopTraining, KeyboardInterrupt):
             reason = "stopped"
         except (L2SError, OSError) as exc:
-            reason, message = "error", error_message(exc)
+            reason, message = "error", error_message(exc, self.run_folder.path if self.writes else None)
         except Exception as exc:  # noqa: BLE001 - reported to the user, details in the run folder
             if is_out_of_memory(exc):
                 reason, message = "error", str(DeviceMemoryError(out_of_memory_message(
