@@ -150,8 +150,8 @@ class RunFolder:
         """A run that ended before its first checkpoint (no checkpoint, no model, only run files):
         ``l2s train -o`` may start it again without --overwrite (nothing of value is replaced)."""
         names = [n for n in self._entries() if not n.startswith(".")]
-        if not names or not ({"config.yaml", "state.json", "metrics.jsonl"} & set(names)):
-            return False
+        if "state.json" not in names or self.read_state().get("status") not in ("running", "paused", "error"):
+            return False  # not a run of ours that started and then died or failed
         if not set(names) <= set(RUN_FILES) | set(RUN_DIRS) or "model.safetensors" in names:
             return False
         if self.checkpoints_dir.is_dir() and any(_STEP_DIR.match(p.name) for p in self.checkpoints_dir.iterdir()):
