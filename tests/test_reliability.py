@@ -195,6 +195,7 @@ def test_a_run_that_died_before_its_first_checkpoint_restarts_without_overwrite(
     shutil.rmtree(run / "checkpoints")
     (run / "model.safetensors").unlink()
     (run / "model.json").unlink()
+    RunFolder(run).write_state(status="running", pid=dead_pid(), step=1)
     assert main(["resume", str(run), "--quiet"]) == 0
     assert RunFolder(run).read_state()["status"] == "finished"
 
