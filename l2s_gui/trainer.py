@@ -449,7 +449,12 @@ class Trainer:
     def _check_losses(self, *losses: Optional[float]) -> None:
         """Stop a diverging run: a NaN or Inf loss ends it with an error; the step's weights are not
         saved (the last good checkpoint and model stay)."""
-        if any(loss is not None and not np.isfinite(loss) for loss in losses):
+        bad = any(loss is not None and not np.isfinite(loss) for loss in losses)
+        if self.world > 1:  # every rank stops together (else the others wait in all_reduce forever)
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            bad = flag.item() > 0
+        if bad:
             self._diverged = True
             shown = " / ".join(str(v) for v in losses if v is not None)
             raise L2SError(f"training diverged at step {self.step + 1} (loss {shown}); lower "
