@@ -24,8 +24,15 @@ EXAMPLES = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (status 2, as argparse)."""
+
+    def error(self, message: str):
+        self.exit(2, f"l2s: error: {message.strip()} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="l2s", description="Learn2Synth segmentation: training and inference.",
+    p = _Parser(prog="l2s", description="Learn2Synth segmentation: training and inference.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -130,6 +137,7 @@ def _finish(done, run_dir: Path) -> int:
 
 def cmd_train(args) -> int:
     from .config import Config, apply_overrides, read_config_file
+    from .run_lock import RunLock
     from .runs import RunFolder
     from .trainer import Trainer
 
@@ -144,20 +152,57 @@ def cmd_train(args) -> int:
     rank, world = _init_distributed(config.training.device)
     try:
         run = RunFolder(args.run_dir)
-        _on_rank0(rank, world, lambda: run.check_can_create(args.overwrite))
+
+        def check() -> None:
+            _check_inputs_outside_run(run, [args.config], config)
+            run.check_can_create(args.overwrite)
+
+        _on_rank0(rank, world, check)
         # loads and checks the data before anything is written; only rank 0 writes the run folder
         trainer = Trainer(config, run=run if rank == 0 else None)
         if rank != 0:
             for _ in trainer.run():  # events are only yielded (and written) on rank 0
                 pass
             return 0
-        run.create(config, overwrite=args.overwrite)
-        return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
+        with RunLock(run.path, "train") as lock:
+            restart = not args.overwrite and run.restartable()
+            run.create(config, overwrite=args.overwrite)
+            if lock.took_over:
+                print(f"l2s: {lock.took_over}", file=sys.stderr)
+            if restart:
+                print(f"l2s: {run.path} ended before its first checkpoint; starting it again", file=sys.stderr)
+            return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
     finally:
         if world > 1:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _check_inputs_outside_run(run, files: list, config) -> None:
+    """No input of ``l2s train`` (its config, label maps, scans) may be a file the run folder's
+    creation replaces or deletes (config.yaml, metrics.jsonl, ..., previews/, checkpoints/)."""
+    from .errors import OutputExistsError
+    from .io import expand_paths
+
+    managed = [run.path / name for name in ("config.yaml", "state.json", "metrics.jsonl", "control.json",
+                                            "model.safetensors", "model.json", "error.log", "run.lock")]
+    managed_dirs = [run.path / "previews", run.path / "checkpoints"]
+    candidates = [Path(f) for f in files]
+    d = config.data
+    for key in ("label_maps", "real_images", "real_labels"):
+        try:
+            candidates += expand_paths(getattr(d, key), f"data.{key}") if getattr(d, key) else []
+        except L2SError:
+            pass  # reported when the data is loaded
+    for f in candidates:
+        try:
+            resolved = f.resolve()
+        except OSError:
+            continue
+        if any(resolved == m.resolve() for m in managed) or any(m.resolve() in resolved.parents for m in managed_dirs):
+            raise OutputExistsError(f"{f}: is inside the run folder {run.path} and would be replaced; "
+                                    f"move it out or choose another -o folder (inputs are never overwritten)")
 
 
 def _init_distributed(device: str) -> tuple[int, int]:
@@ -234,24 +279,54 @@ def _absolute_data_paths(data: dict, base: Path) -> dict:
 
 
 def cmd_resume(args) -> int:
+    from .config import Config
+    from .errors import ConfigError
+    from .run_lock import RunLock
     from .runs import RunFolder
     from .trainer import Trainer
 
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps: must be a positive number of steps, got {args.steps}")
     run = RunFolder(args.run_dir)
     config = run.load_config()
-    if run.latest_checkpoint() is None:
-        raise L2SError(f"{run.path}: no checkpoint to resume from yet")
-    if args.steps is not None:
-        config.training.steps = args.steps
-        from .runs import _yaml_dump, atomic_write_text
-
-        atomic_write_text(run.config_path, _yaml_dump(config.to_dict()))
-    trainer = Trainer(config, run=run, resume=True)
-    return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
+    with RunLock(run.path, "resume") as lock:
+        if lock.took_over:
+            print(f"l2s: {lock.took_over}", file=sys.stderr)
+        checkpoint, damaged = run.resume_checkpoint()
+        for folder, why in damaged:
+            print(f"l2s: checkpoint {folder.name} is damaged ({why}); skipping it", file=sys.stderr)
+        if checkpoint is None and (damaged or not run.restartable()):
+            raise L2SError(f"{run.path}: no {'intact ' if damaged else ''}checkpoint to resume from; start the "
+                           f"run anew with `l2s train CONFIG -o {run.path} --overwrite`")
+        step = run.checkpoint_step(checkpoint) if checkpoint is not None else 0
+        if checkpoint is None:
+            print(f"l2s: {run.path} ended before its first checkpoint; starting it again from step 0",
+                  file=sys.stderr)
+        elif damaged:
+            print(f"l2s: resuming from {checkpoint.name} (step {step})", file=sys.stderr)
+        if args.steps is not None:
+            if args.steps <= step:
+                raise ConfigError(f"--steps: the run is at step {step} already; give more than {step} steps")
+            data = config.to_dict()
+            data["training"]["steps"] = args.steps
+            config = Config.from_dict(data)
+        try:  # loads and checks the data and the checkpoint before anything is written
+            trainer = Trainer(config, run=run, resume=checkpoint is not None)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise L2SError(f"{checkpoint}: does not fit the run's config.yaml (was it edited?): "
+                           f"{_one_line(exc)[:200]}") from None
+        if checkpoint is None:
+            run.create(config, overwrite=True)
+        else:
+            run.prepare_resume(step)
+            if args.steps is not None:
+                run.save_config(config)
+        return _finish(consume(trainer.run(), quiet=args.quiet), run.path)
 
 
 def cmd_watch(args) -> int:
     from .events import DoneEvent, StepEvent, ValidationEvent
+    from .run_lock import writer_alive
     from .runs import RunFolder
 
     run = RunFolder(args.run_dir)
@@ -261,18 +336,29 @@ def cmd_watch(args) -> int:
     while True:
         events, offset = run.read_events(offset)
         for e in events:
-            if isinstance(e, StepEvent) and (args.once is False or e is events[-1]):
-                print(f"step {e.step}: Ls={e.loss_synth:.4f}" + (f" Lr={e.loss_real:.4f}" if e.loss_real else "")
-                      + f" {_format_theta(e.theta)} {e.it_per_s:.2f} it/s")
-            elif isinstance(e, ValidationEvent):
-                print(f"step {e.step}: validation Dice {e.mean_dice:.4f}")
-            elif isinstance(e, DoneEvent):
-                print(f"done ({e.reason}) at step {e.step} {e.message}")
+            try:
+                if isinstance(e, StepEvent) and (args.once is False or e is events[-1]):
+                    print(f"step {e.step}: Ls={float(e.loss_synth):.4f}"
+                          + (f" Lr={float(e.loss_real):.4f}" if e.loss_real else "")
+                          + f" {_format_theta(e.theta)} {float(e.it_per_s):.2f} it/s")
+                elif isinstance(e, ValidationEvent):
+                    print(f"step {e.step}: validation Dice {float(e.mean_dice):.4f}")
+                elif isinstance(e, DoneEvent):
+                    print(f"done ({e.reason}) at step {e.step} {e.message}")
+            except (TypeError, ValueError, AttributeError):
+                continue  # a malformed event: skip it
         state = run.read_state()
-        if args.once or state.get("status") in ("finished", "stopped", "error"):
-            print(f"status: {state.get('status', 'unknown')}, step {state.get('step')}/{state.get('total_steps')}"
-                  f" on {state.get('device')}")
+        status = state.get("status")
+        summary = (f"status: {status or 'unknown'}, step {state.get('step')}/{state.get('total_steps')}"
+                   f" on {state.get('device')}")
+        if args.once or status in ("finished", "stopped", "error"):
+            print(summary)
             return 0
+        alive, who = writer_alive(run.path, state)
+        if not alive:
+            print(summary)
+            raise L2SError(f"{run.path}: {who}; the run died without finishing "
+                           f"(`l2s resume {run.path}` continues it from its last checkpoint)")
         time.sleep(1.0)
 
 
@@ -282,6 +368,8 @@ def cmd_segment(args) -> int:
     model = Path(args.model)
     if model.is_dir():
         model = model / "model.safetensors"
+    if not model.is_file():
+        raise L2SError(f"{model}: model file not found")
     outputs = segment_files(str(model), args.inputs, args.output, args.vol, args.device, args.overwrite,
                             flip=args.flip, clean=args.clean, log=lambda note: print(f"l2s: note: {note}", file=sys.stderr))
     for path in outputs:
@@ -309,9 +397,12 @@ def cmd_demo(args) -> int:
     run = RunFolder(run_dir)
     run.check_can_create(args.overwrite)
     trainer = Trainer(config, run=run)
-    run.create(config, overwrite=args.overwrite)
-    print(f"l2s demo: training on the built-in sample (MNI152 T1 from nilearn) in {run_dir}", file=sys.stderr)
-    code = _finish(consume(trainer.run()), run_dir)
+    from .run_lock import RunLock
+
+    with RunLock(run.path, "demo"):
+        run.create(config, overwrite=args.overwrite)
+        print(f"l2s demo: training on the built-in sample (MNI152 T1 from nilearn) in {run_dir}", file=sys.stderr)
+        code = _finish(consume(trainer.run()), run_dir)
     if code:
         return code
     scan = sample_paths(out / "data")["scan"]
@@ -329,16 +420,46 @@ def cmd_demo(args) -> int:
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment, "demo": cmd_demo}
 
 
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run one command. Every failure is one line ``l2s: error: ...`` (exit 1); set L2S_DEBUG=1 to
+    see the traceback of an unexpected error."""
+    import os
+
     args = _parser().parse_args(argv)
+    debug = bool(os.environ.get("L2S_DEBUG"))
     try:
         return COMMANDS[args.command](args)
     except L2SError as exc:
-        print(f"l2s: error: {exc}", file=sys.stderr)
+        print(f"l2s: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("l2s: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if debug:
+            raise
+        from .errors import os_error_reason
+
+        where = exc.filename if exc.filename is not None else "file system"
+        print(f"l2s: error: {where}: {os_error_reason(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        print("l2s: error: out of memory (a size in the config or the data is too large for this machine)",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback on request
+        if debug:
+            raise
+        print(f"l2s: error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+              f"run again with L2S_DEBUG=1 for details", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

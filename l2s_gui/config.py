@@ -326,6 +326,7 @@ def _require(ok: bool, key: str, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Range and consistency checks beyond types; raise ConfigError naming the key."""
+    from .config_limits import check_limits; check_limits(cfg)  # noqa: E702 - finite numbers, sane sizes
     d, s, a, n, t = cfg.data, cfg.synthesis, cfg.augmentation, cfg.network, cfg.training
     _require(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
     _require(0 <= d.slice_axis <= 2, "data.slice_axis", f"must be 0, 1 or 2, got {d.slice_axis}")

@@ -87,6 +87,11 @@ def split_pairs(pairs: Sequence[tuple[Path, Path]], val_fraction: float, seed: i
     return [order[i] for i in train_sorted], [order[i] for i in val_sorted]
 
 
+MAX_AUTO_CLASSES = 256
+"""With ``label_table: auto``, more distinct values than this is almost surely a scan given as a
+label map: a label table is asked for instead of silently training that many classes."""
+
+
 def _training_grid(data: np.ndarray, affine: np.ndarray, labels: bool, voxel_size: Sequence[float]) -> np.ndarray:
     """``data`` in RAS voxel order, resampled to ``voxel_size`` when one is set."""
     data, affine_ras, _ = to_ras(data, affine)
@@ -279,6 +284,11 @@ class TrainingData:
             for *_, values, _ in real_compact:
                 found.update(values.tolist())
             table = LabelTable.from_values(found)
+            if table.n_classes > MAX_AUTO_CLASSES:
+                raise InputError(
+                    f"data.label_maps: {table.n_classes} distinct label values (label_table 'auto' makes each a "
+                    f"class); is a scan listed as a label map? To train this many classes give data.label_table "
+                    f"(a JSON table or freesurfer_4class)")
         else:
             table = load_label_table(cfg.label_table)
         cdtype = _class_dtype(table.n_classes)

@@ -23,6 +23,8 @@ def resolve_device(name: str = "auto", key: str = "training.device") -> torch.de
     if name == "auto":
         return torch.device(available_devices()[0] if available_devices()[0] != "mps" else "mps")
     if name.startswith("cuda"):
+        if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+            raise ConfigError(f"{key}: unknown device {name!r} (auto, cpu, cuda, cuda:N or mps)")
         if not torch.cuda.is_available():
             raise ConfigError(f"{key}: '{name}' requested but no CUDA device is available (use auto or cpu)")
         index = int(name.split(":")[1]) if ":" in name else 0

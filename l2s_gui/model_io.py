@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
@@ -22,7 +21,7 @@ from torch import nn
 
 from .augment import build_augmentation
 from .config import Config
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .labels import LabelTable
 from .nets import UNet
 from .runs import atomic_write_bytes, atomic_write_text
@@ -152,30 +151,80 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a readable model file (expected an l2s .safetensors model)") from None
     try:
         data = json.loads(meta["l2s"])
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError, RecursionError):
         raise InputError(f"{path}: a safetensors file but not an l2s model (no l2s metadata)") from None
-    if data.get("format") != FORMAT or data.get("format_version", 0) > FORMAT_VERSION:
-        raise InputError(f"{path}: unsupported model format {data.get('format')!r} "
-                         f"version {data.get('format_version')!r}; update l2s-gui")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a safetensors file but not an l2s model (its l2s metadata is not a JSON object)")
+    version = data.get("format_version", 0)
+    if data.get("format") != FORMAT or not _is_int(version) or version > FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported model format {str(data.get('format'))[:40]!r} "
+                         f"version {str(version)[:20]!r}; update l2s-gui")
+    _check_metadata(path, data)
     return data
+
+
+MAX_MODEL_CLASSES = 1024
+MAX_SPATIAL = 4096
+MAX_SPATIAL_VOXELS = 1 << 27
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata(path: Path, data: dict[str, Any]) -> None:
+    """Types and sizes of a model's metadata: nothing in a model file is trusted (its config goes
+    through the same validation and size limits as a training config)."""
+    def bad(what: str) -> InputError:
+        return InputError(f"{path}: damaged or unsupported model metadata ({what})")
+
+    for key, kind in (("config", dict), ("label_table", dict), ("spatial_shape", list)):
+        if not isinstance(data.get(key), kind):
+            raise bad(f"'{key}' missing or not a {kind.__name__}")
+    if not _is_int(data.get("step")) or data["step"] < 0:
+        raise bad("'step' missing or not a non-negative integer")
+    shape = data["spatial_shape"]
+    if len(shape) not in (0, 2, 3) or not all(_is_int(v) and 0 < v <= MAX_SPATIAL for v in shape):
+        raise bad(f"'spatial_shape' must be 2 or 3 sizes in 1..{MAX_SPATIAL}")
+    if shape and float(np.prod(np.asarray(shape, dtype=np.float64))) > MAX_SPATIAL_VOXELS:
+        raise bad(f"'spatial_shape' {shape} is too large")
+    if data.get("theta") is not None and not isinstance(data["theta"], dict):
+        raise bad("'theta' is not a mapping")
+    labels = data["label_table"].get("labels")
+    if not isinstance(labels, (list, dict)) or not 2 <= len(labels) <= MAX_MODEL_CLASSES:
+        raise bad(f"the label table needs 2..{MAX_MODEL_CLASSES} labels")
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Load an exported model (tensors and JSON only) onto ``device``, in eval mode."""
     path = Path(path)
     meta = read_model_metadata(path)
-    config = Config.from_dict(meta["config"])
-    table = LabelTable.from_json(meta["label_table"])
-    net = build_network(config, table.n_classes)
-    aug = build_augmentation(config.augmentation, config.data.ndim)
+    try:
+        config = Config.from_dict(meta["config"])
+    except ConfigError as exc:
+        raise InputError(f"{path}: damaged or unsupported model config ({exc})") from None
+    if meta["spatial_shape"] and len(meta["spatial_shape"]) != config.data.ndim:
+        raise InputError(f"{path}: damaged or unsupported model metadata (spatial_shape "
+                         f"{meta['spatial_shape']} for a {config.data.ndim}D model)")
+    table = LabelTable.from_json(meta["label_table"], source=f"{path} (label table)")
+    if table.n_classes > MAX_MODEL_CLASSES:
+        raise InputError(f"{path}: damaged or unsupported model metadata ({table.n_classes} classes)")
+    try:
+        net = build_network(config, table.n_classes)
+        aug = build_augmentation(config.augmentation, config.data.ndim)
+    except (MemoryError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot build the model's network ({first})") from None
     try:
         with safe_open(str(path), framework="pt") as fh:
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         aug.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("aug.")})
-    except (RuntimeError, KeyError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors/torch raise several types for bad weights
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: model weights do not match its config ({first})") from None
+        raise InputError(f"{path}: model weights do not match its config ({first[:200]})") from None
+    if not all(bool(torch.isfinite(p).all()) for p in list(net.parameters()) + list(aug.parameters())):
+        raise InputError(f"{path}: the model's weights contain NaN or Inf values (a diverged training?)")
     trained_at = meta.get("voxel_size_mm")
     trained_at = [float(v) for v in trained_at] if isinstance(trained_at, list) and len(trained_at) in (1, 3) and all(
         isinstance(v, (int, float)) and v > 0 for v in trained_at) else None

@@ -32,10 +32,22 @@ def target_voxel_size(voxel_size: Sequence[float]) -> np.ndarray:
     return np.array(v * 3 if len(v) == 1 else v, dtype=np.float64)
 
 
+MAX_RESAMPLED_VOXELS = 1 << 28
+"""A resampled grid larger than this (1 GiB of float32) is refused rather than allocated."""
+
+
 def target_shape(shape: Sequence[int], sizes: Sequence[float], voxel_size: Sequence[float]) -> list[int]:
-    """Shape of the grid of ``voxel_size`` covering the field of view of ``shape`` x ``sizes``."""
+    """Shape of the grid of ``voxel_size`` covering the field of view of ``shape`` x ``sizes``.
+    Raises InputError when that grid would exceed :data:`MAX_RESAMPLED_VOXELS`."""
     target = target_voxel_size(voxel_size)
-    return [max(1, int(round(n * s / t))) for n, s, t in zip(shape, sizes, target)]
+    out = [max(1, int(round(n * s / t))) for n, s, t in zip(shape, sizes, target)]
+    if float(np.prod(np.asarray(out, dtype=np.float64))) > MAX_RESAMPLED_VOXELS:
+        from .errors import InputError
+
+        raise InputError(f"data.voxel_size: resampling a {'x'.join(map(str, shape))} volume of "
+                         f"{'x'.join(f'{v:.3g}' for v in sizes)} mm voxels to {list(voxel_size)} mm gives "
+                         f"{'x'.join(map(str, out))} voxels, too many; use a larger voxel size")
+    return out
 
 
 def resampled_affine(affine: np.ndarray, shape: Sequence[int], new_shape: Sequence[int]) -> np.ndarray:

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .device import is_out_of_memory, resolve_device
-from .errors import DeviceMemoryError, InputError, L2SError
+from .errors import DeviceMemoryError, InputError, L2SError, OutputError, write_error
 from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
@@ -384,21 +384,49 @@ def write_volumes_csv(path: str | Path, rows: list[tuple[str, dict[int, float]]]
     --vol`` writes soft volumes: :attr:`Segmentation.volumes_mm3`), ``total`` their sum."""
     path = check_output_path(path, overwrite, inputs)
     values = [v for v in table.values if v != 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
-        for subject, volumes in rows:
-            writer.writerow([subject, f"{sum(volumes.values()):.1f}"] + [f"{volumes.get(v, 0.0):.1f}" for v in values])
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
+            for subject, volumes in rows:
+                writer.writerow([subject, f"{sum(volumes.values()):.1f}"]
+                                + [f"{volumes.get(v, 0.0):.1f}" for v in values])
+        tmp.replace(path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise write_error(path, exc) from None
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse early an output whose folder cannot be written (read-only place, no permission)."""
+    path = Path(path).expanduser()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot write ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write (no write permission in {folder})")
+
+
+NOT_VOLUME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".csv", ".txt", ".json", ".yaml", ".yml", ".npy",
+                       ".npz", ".safetensors", ".pt", ".pth", ".gz", ".zip", ".nrrd", ".mha", ".mhd", ".dcm", ".img",
+                       ".hdr")
+"""Suffixes of an ``-o`` that is surely meant as a file, but not a volume format we write."""
 
 
 def output_paths(files: Sequence[Path], output: str | Path) -> list[Path]:
     """Where :func:`segment_files` writes: ``output`` itself for one input when it names a volume
     file (.nii, .nii.gz, .mgz), else ``output/<stem>_seg.nii.gz`` for each input."""
     out = Path(output).expanduser()
+    if not out.is_dir() and volume_suffix(out) is None and out.suffix.lower() in NOT_VOLUME_SUFFIXES:
+        raise InputError(f"{out}: unsupported output type; give a .nii, .nii.gz or .mgz file or a folder")
     as_file = len(files) == 1 and volume_suffix(out) is not None and not out.is_dir()
     if len(files) > 1 and volume_suffix(out) is not None and not out.is_dir():
         raise InputError(f"{out}: {len(files)} inputs need an output folder, not a file name")
@@ -430,10 +458,17 @@ def segment_files(model_path: str, inputs: list[str], output: str, vol_csv: Opti
 
     files = expand_paths(inputs, "inputs")
     targets = output_paths(files, output)
+    protected = list(files) + [Path(model_path), Path(model_path).with_suffix(".json")]
     for target in targets:  # check every output before any work
-        check_output_path(target, overwrite, files)
+        check_output_path(target, overwrite, protected)
+        check_writable(target)
     if vol_csv:
-        check_output_path(vol_csv, overwrite, files)
+        for target in targets:
+            if Path(vol_csv).expanduser().resolve() == target.resolve():
+                raise InputError(f"{vol_csv}: the volumes CSV and a segmentation would be the same file; "
+                                 f"give --vol another name")
+        check_output_path(vol_csv, overwrite, protected)
+        check_writable(vol_csv)
     torch_device = device if isinstance(device, torch.device) else resolve_device(str(device), key="--device")
     model = load_model(model_path, torch_device)
     rows = []
@@ -447,8 +482,8 @@ def segment_files(model_path: str, inputs: list[str], output: str, vol_csv: Opti
             if note not in said and log is not None:
                 log(note)
             said.add(note)
-        save_volume(target, result.labels.astype(np.int32), scan, overwrite=overwrite, inputs=files)
+        save_volume(target, result.labels.astype(np.int32), scan, overwrite=overwrite, inputs=protected)
         rows.append((str(source), result.volumes_mm3))
     if vol_csv:
-        write_volumes_csv(vol_csv, rows, model.table, overwrite=overwrite, inputs=files)
+        write_volumes_csv(vol_csv, rows, model.table, overwrite=overwrite, inputs=protected + list(targets))
     return targets

@@ -59,6 +59,19 @@ class StopTraining(Exception):
     pass
 
 
+def error_message(exc: BaseException, where: object = None) -> str:
+    """The one-line message of an L2SError, or of an OSError as 'PATH: cannot write (reason)'
+    (``where``, e.g. the run folder, when the error names no file)."""
+    if isinstance(exc, OSError):
+        from .errors import os_error_reason
+
+        return f"{exc.filename or where or 'run folder'}: cannot write ({os_error_reason(exc)})"
+    if isinstance(exc, L2SError):
+        return str(exc)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 def _distributed() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -343,7 +356,7 @@ class Trainer:
         tensors["rng.data"] = self.gen_data.get_state()
         tensors["rng.device"] = self.gen_device.get_state()
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(tmp / "state.safetensors"))
+        self.run_folder.save_tensors(tensors, tmp / "state.safetensors")
         meta = {"step": self.step, "inner_t": self.inner.t, "outer_param_groups": outer_meta,
                 "elapsed_s": self.elapsed, "label_table": self.table.to_json()}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
@@ -417,6 +430,7 @@ class Trainer:
                 yield from self._wait_if_paused()
                 start = time.perf_counter()
                 loss_synth, loss_real = self.train_step()
+                self._check_losses(loss_synth, loss_real)
                 self.step += 1
                 duration = time.perf_counter() - start
                 self.elapsed += duration
@@ -434,8 +448,8 @@ class Trainer:
                     self._write_state("running")
         except (StopTraining, KeyboardInterrupt):
             reason = "stopped"
-        except L2SError as exc:
-            reason, message = "error", str(exc)
+        except (L2SError, OSError) as exc:
+            reason, message = "error", error_message(exc, self.run_folder.path if self.writes else None)
         except Exception as exc:  # noqa: BLE001 - reported to the user, details in the run folder
             if is_out_of_memory(exc):
                 reason, message = "error", str(DeviceMemoryError(out_of_memory_message(
@@ -443,9 +457,45 @@ class Trainer:
             else:
                 reason, message = "error", f"internal error at step {self.step + 1}: {type(exc).__name__}: {exc}"
                 if self.writes:
-                    (self.run_folder.path / "error.log").write_text(traceback.format_exc())
-        if reason != "error" or self.step > 0:
-            yield from self._emit(self.save_checkpoint())
+                    self.run_folder.write_error_log(traceback.format_exc())
+        yield from self._end(reason, message)
+
+    def _end(self, reason: str, message: str) -> Iterator[Event]:
+        """The final checkpoint, state and DoneEvent, each guarded: a failing write (disk full) turns
+        the run into an error but still ends it cleanly; non-finite weights are never saved."""
+        if (reason != "error" or self.step > 0) and not getattr(self, "_diverged", False) and self._finite_weights():
+            try:
+                yield from self._emit(self.save_checkpoint())
+            except Exception as exc:  # noqa: BLE001 - whatever happens, the run still ends cleanly
+                if reason != "error":
+                    reason, message = "error", f"the final checkpoint could not be saved: {error_message(exc)}"
+                if self.writes:
+                    self.run_folder.clean_leftovers()  # frees the unfinished checkpoint's space
         model_path = str(self.run_folder.model_path) if self.writes and self.run_folder.model_path.is_file() else None
-        self._write_state(reason, message)
-        yield from self._emit(DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message))
+        done = DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message)
+        try:
+            self._write_state(reason, message)
+            if self.writes:
+                self.run_folder.append_event(done)
+        except (L2SError, OSError):
+            pass  # nothing more can be written; the message still reaches the caller
+        if self.rank == 0:
+            yield done
+
+    def _check_losses(self, *losses: Optional[float]) -> None:
+        """Stop a diverging run: a NaN or Inf loss ends it with an error; the step's weights are not
+        saved (the last good checkpoint and model stay)."""
+        bad = any(loss is not None and not np.isfinite(loss) for loss in losses)
+        if self.world > 1:  # every rank stops together (else the others wait in all_reduce forever)
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.device)
+            dist.all_reduce(flag)
+            bad = flag.item() > 0
+        if bad:
+            self._diverged = True
+            shown = " / ".join(str(v) for v in losses if v is not None)
+            raise L2SError(f"training diverged at step {self.step + 1} (loss {shown}); lower "
+                           f"training.lr_segmentation / lr_augmentation (the diverged weights are not saved)")
+
+    def _finite_weights(self) -> bool:
+        with torch.no_grad():
+            return all(bool(torch.isfinite(p).all()) for p in list(self.net.parameters()) + list(self.aug.parameters()))

@@ -140,27 +140,34 @@ class TrainingPlots(QWidget):
     def add_events(self, events: list[dict[str, Any]]) -> None:
         touched = False
         for e in events:
-            kind, step = e.get("kind"), e.get("step", 0)
-            if kind == "step":
-                self._add("loss_synth", step, e.get("loss_synth"))
-                self._add("loss_real", step, e.get("loss_real"))
-                theta = e.get("theta") or {}
-                for name, value in theta.items():
-                    if isinstance(value, (list, tuple)):
-                        for k, v in enumerate(value):
-                            self._add(f"{name}_{k + 1}", step, v)
-                    else:
-                        self._add(name, step, value)
-                touched = True
-            elif kind == "validation":
-                self._add("mean_dice", step, e.get("mean_dice"))
-                for label, value in (e.get("dice") or {}).items():
-                    self._add(f"dice_{label}", step, value)
-                touched = True
+            try:
+                touched = self._add_event(e) or touched
+            except (TypeError, ValueError, AttributeError):
+                continue  # one malformed event never drops the others
         if touched:
             self._dirty = True
             if not self._throttle.isActive():
                 self._flush()  # draw now, then at most once per interval
+
+    def _add_event(self, e: dict[str, Any]) -> bool:
+        kind, step = e.get("kind"), e.get("step", 0)
+        if kind == "step":
+            self._add("loss_synth", step, e.get("loss_synth"))
+            self._add("loss_real", step, e.get("loss_real"))
+            theta = e.get("theta") or {}
+            for name, value in theta.items():
+                if isinstance(value, (list, tuple)):
+                    for k, v in enumerate(value):
+                        self._add(f"{name}_{k + 1}", step, v)
+                else:
+                    self._add(name, step, value)
+            return True
+        if kind == "validation":
+            self._add("mean_dice", step, e.get("mean_dice"))
+            for label, value in (e.get("dice") or {}).items():
+                self._add(f"dice_{label}", step, value)
+            return True
+        return False
 
     def _flush(self) -> None:
         if self._dirty:

@@ -6,7 +6,6 @@ Pause/Resume/Stop of a run started elsewhere go through its ``control.json``."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -15,12 +14,13 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from ._common import error_text
 from ._forms import default_run_root
 from ._plots import TrainingPlots
-from ._watcher import pid_alive
+from l2s_gui.run_lock import LEGACY_STALE_S, writer_alive
 
 ACTIVE = ("running", "paused")
 ENDED = ("stopped", "finished", "error")
-STALE_AFTER_S = 180.0
-"""A run whose files have not changed for this long, with no live local pid, counts as ended."""
+STALE_AFTER_S = LEGACY_STALE_S
+"""A run folder without lock or host information (older versions) whose files have not changed for
+this long, with no live local pid, counts as ended."""
 
 
 def new_run_dir() -> Path:
@@ -60,6 +60,8 @@ class RunControlMixin:
         if self.run_dir is not None and run_dir.resolve() == self.run_dir.resolve() and run_dir.exists():
             run_dir = new_run_dir() if text.startswith(str(default_run_root())) else run_dir
             self.run_edit.setText(str(run_dir))
+        if self._refuse_locked(run_dir):
+            return False
         try:
             config_path = self.prepare_run(run_dir)
         except Exception as exc:  # noqa: BLE001 - shown to the user, viewer stays usable
@@ -104,6 +106,8 @@ class RunControlMixin:
         from l2s_gui.runs import RunFolder
 
         run = RunFolder(self.run_dir)
+        if self._refuse_locked(self.run_dir):
+            return False
         if run.latest_checkpoint() is None:
             self._notify_error(f"{self.run_dir}: no checkpoint to resume from yet")
             return False
@@ -214,24 +218,26 @@ class RunControlMixin:
         if self.plots is not None:
             self.plots.set_theme(str(self.viewer.theme))
 
+    def _refuse_locked(self, run_dir: Path) -> bool:
+        """Another live process writes ``run_dir``: say so (naming its pid) and refuse."""
+        from l2s_gui.run_lock import describe_holder, lock_holder
+
+        holder = lock_holder(run_dir) if Path(run_dir).is_dir() else None
+        if holder is None:
+            return False
+        self._notify_error(f"{run_dir}: in use by {describe_holder(holder)}; stop it first or choose another "
+                           f"run folder")
+        return True
+
     def _external_alive(self) -> bool:
-        """A run not started by this widget that looks alive: its pid runs here, or it runs on another
-        host (``state["host"]`` when the engine writes it), or its files changed in the last minutes."""
+        """A run not started by this widget that looks alive: a live process holds its lock here, or it
+        runs on another host with a recent heartbeat, or (older run folders) its pid runs here or its
+        files changed in the last minutes (:func:`l2s_gui.run_lock.writer_alive`)."""
         if self.process.is_running() or self.run_dir is None:
             return False
         if self.state.get("status") not in ACTIVE:
             return False
-        pid, host = self.state.get("pid"), self.state.get("host")
-        if host and host != socket.gethostname():
-            return True
-        if pid_alive(pid):
-            return True
-        if host:  # this host, pid gone: it died without updating state.json
+        try:
+            return writer_alive(self.run_dir, self.state)[0]
+        except Exception:  # noqa: BLE001 - a damaged folder counts as not alive
             return False
-        newest = 0.0
-        for name in ("metrics.jsonl", "state.json", "control.json"):
-            try:
-                newest = max(newest, (self.run_dir / name).stat().st_mtime)
-            except OSError:
-                pass
-        return time.time() - newest < STALE_AFTER_S

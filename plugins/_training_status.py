@@ -47,23 +47,34 @@ class RunStatusMixin:
             self.plots.clear()
 
     def _on_events(self, events: list[dict[str, Any]]) -> None:
+        # events come sanitised from the watcher; each is still handled on its own so that one odd
+        # event can never drop the others of its batch
         if self.plots is not None:
             for e in events:
                 if e.get("kind") == "start" and e.get("label_values"):
                     self.plots.label_names = self._label_names(e["label_values"])
             self.plots.add_events(events)
         for e in events:
-            kind = e.get("kind")
-            if kind == "start":
-                self._total_steps = int(e.get("total_steps") or 0)
-                self._step = int(e.get("step") or 0)
-            elif kind == "step":
-                self._step = int(e.get("step") or 0)
-                self._it_per_s = float(e.get("it_per_s") or 0.0)
-                self._last_losses = {"synth": e.get("loss_synth"), "real": e.get("loss_real")}
-            elif kind == "validation":
-                self._last_dice = e.get("mean_dice")
+            try:
+                self._take_event(e)
+            except (TypeError, ValueError):
+                continue
         self._update_progress()
+
+    def _take_event(self, e: dict[str, Any]) -> None:
+        kind = e.get("kind")
+        if kind == "start":
+            self._total_steps = int(e.get("total_steps") or 0)
+            self._step = int(e.get("step") or 0)
+        elif kind == "step":
+            self._step = int(e.get("step") or 0)
+            self._it_per_s = float(e.get("it_per_s") or 0.0)
+            synth, real = e.get("loss_synth"), e.get("loss_real")
+            self._last_losses = {"synth": float(synth) if synth is not None else None,
+                                 "real": float(real) if real is not None else None}
+        elif kind == "validation":
+            dice = e.get("mean_dice")
+            self._last_dice = float(dice) if dice is not None else None
 
     def _label_names(self, values: list) -> dict[str, str]:
         """value -> name for the plot legends, from the run's label table setting."""
@@ -163,7 +174,12 @@ class RunStatusMixin:
             self._set_waiting("starting…")
         rate = self._it_per_s
         eta = (total - step) / rate if rate > 0 and total else float("nan")
-        if status == "running" or (self.process.is_running() and status is None):
+        dead = (status in ACTIVE and self.run_dir is not None and not self.process.is_running()
+                and not self._external_alive())
+        if dead:  # state.json says running but its process died (kill -9, crash, reboot)
+            status = f"{status}, process gone"
+            fmt = f"{status} · {step}/{total}"
+        elif status == "running" or (self.process.is_running() and status is None):
             fmt = f"{step}/{total}  ·  {rate:.2f} it/s  ·  ETA {fmt_eta(eta)}"
         elif status:
             fmt = f"{status} · {step}/{total}"
@@ -179,6 +195,8 @@ class RunStatusMixin:
             parts.append(f"loss synth {synth:.3f}" + (f", real {real:.3f}" if real is not None else ""))
         if self._last_dice is not None and self._last_dice == self._last_dice:
             parts.append(f"val Dice {self._last_dice:.3f}")
+        if dead:
+            parts.append("its process is no longer running: Resume continues it from its last checkpoint")
         if status == "error" and self.state.get("message"):
             parts.append(f"<span style='color:#e06c75'>{self.state['message']}</span>")
         if parts:

@@ -4,29 +4,33 @@ lines only) and previews/latest.npz (reloaded when its mtime changes).
 The same watcher follows a run the GUI started, a past run opened from disk (all its events arrive
 in the first polls, so plots are restored) and a run started elsewhere with the CLI (a synced or
 shared folder). Reading is cheap (three ``stat`` calls per tick when nothing changed).
+
+Everything is read defensively (the engine's ``sanitize_*`` helpers): a malformed metrics line or a
+wrongly typed field is dropped on its own, a damaged state.json or preview is skipped, so nothing
+read from a run folder can raise in the Qt event loop.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from l2s_gui.runs import RunFolder
+from l2s_gui import run_lock
+from l2s_gui.runs import RunFolder, load_preview_arrays, sanitize_event_json, sanitize_state
 
 MAX_BYTES_PER_TICK = 4 << 20
 """A long past run's metrics are read in chunks so one tick never stalls the event loop."""
 
 
-def _stat_key(path: Path) -> Optional[tuple[int, int]]:
+def _stat_key(path: Path) -> Optional[tuple[int, int, int]]:
     try:
         st = path.stat()
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 class RunReader:
@@ -36,8 +40,9 @@ class RunReader:
         self.run = RunFolder(path)
         self.offset = 0
         self._pending = b""
-        self._state_key: Optional[tuple[int, int]] = None
-        self._preview_key: Optional[tuple[int, int]] = None
+        self._state_key: Optional[tuple[int, int, int]] = None
+        self._preview_key: Optional[tuple[int, int, int]] = None
+        self._metrics_inode: Optional[int] = None
 
     @property
     def path(self) -> Path:
@@ -49,21 +54,25 @@ class RunReader:
             return None
         try:
             state = json.loads(self.run.state_path.read_text())
-        except (OSError, ValueError):
-            return None  # being replaced; next tick
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            return None  # being replaced (next tick) or damaged
         self._state_key = key
-        return state if isinstance(state, dict) else None
+        return sanitize_state(state) if isinstance(state, dict) else None
 
     def new_events(self) -> tuple[list[dict[str, Any]], bool]:
         """(events appended since the last call as JSON dicts, whether the file was restarted)."""
         path = self.run.metrics_path
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except OSError:
             return [], False
+        size = st.st_size
         restarted = False
-        if size < self.offset:  # the run was started anew (--overwrite)
+        replaced = self._metrics_inode is not None and st.st_ino != self._metrics_inode
+        if size < self.offset or (replaced and self.offset > 0):
+            # the run was started anew (--overwrite) or resumed (history after its checkpoint cut)
             self.offset, self._pending, restarted = 0, b"", True
+        self._metrics_inode = st.st_ino
         if size == self.offset:
             return [], restarted
         try:
@@ -81,10 +90,10 @@ class RunReader:
         events = []
         for line in chunk[:end].splitlines():
             try:
-                item = json.loads(line)
-            except ValueError:
+                item = sanitize_event_json(json.loads(line))
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(item, dict) and "kind" in item:
+            if item is not None:
                 events.append(item)
         return events, restarted
 
@@ -98,16 +107,10 @@ class RunReader:
         key = _stat_key(self.run.preview_path)
         if key is None or key == self._preview_key:
             return None
-        import numpy as np
-
-        try:
-            with np.load(self.run.preview_path, allow_pickle=False) as data:
-                arrays = {k: np.array(data[k]) for k in data.files}
-        except (OSError, ValueError, KeyError, EOFError):
-            return None  # replaced under us; next tick
+        arrays = load_preview_arrays(self.run.preview_path)
+        if arrays is None:
+            return None  # replaced under us (next tick) or damaged
         self._preview_key = key
-        if "step" in arrays:
-            arrays["step"] = int(arrays["step"])
         return arrays
 
     def send_control(self, command: str) -> None:
@@ -166,18 +169,4 @@ class RunWatcher(QObject):
 
 def pid_alive(pid: Any) -> bool:
     """Whether a process with this pid runs on this machine (False for remote/unknown pids)."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    return run_lock.pid_alive(pid)
