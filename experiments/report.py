@@ -171,6 +171,8 @@ def dice_rows(exp: dict, N: list[dict], L: list[dict], O: list[dict]) -> list[di
     """One row per (training preset, model N / L / O, seed): mean foreground Dice at every test preset."""
     rows = []
     tests = [p["name"] for p in exp["presets"]]
+    with_n = {r.get("seed", 0) for r in N}
+    L = [r for r in L if r.get("seed", 0) in with_n]   # like for like: the seeds that have baselines
     for p in exp["presets"]:
         for role, group in (("N", N), ("L", L), ("O", O)):
             for r in sorted((r for r in group if r["preset"]["name"] == p["name"]), key=lambda r: r.get("seed", 0)):
