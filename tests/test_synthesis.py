@@ -13,8 +13,10 @@ from l2s_gui.synthesis import CornucopiaGenerator, SynthSegGenerator, build_gene
 from l2s_gui.synthesis import cornucopia_backend
 from l2s_gui.synthesis.generator import _minmax
 
-STILL = dict(rotation=0.0, scaling=0.0, shear=0.0, translation=0.0, elastic=0.0)
-FLAT = dict(std_range=[0.0, 0.0], blur_max=0.0, gamma_std=0.0)
+# issue 9: the default elastic field is an SVF (svf_std) and the default blur is the resolution
+# randomisation, so "no deformation" also zeroes svf_std and "flat" also turns resolution off
+STILL = dict(rotation=0.0, scaling=0.0, shear=0.0, translation=0.0, elastic=0.0, svf_std=0.0)
+FLAT = dict(std_range=[0.0, 0.0], blur_max=0.0, gamma_std=0.0, resolution=False)
 
 
 def blobs(batch: int, spatial: tuple[int, ...], n_classes: int, seed: int = 0) -> torch.Tensor:

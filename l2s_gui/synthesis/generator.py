@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..config import SynthesisConfig
 from ..errors import InputError
 
-__all__ = ["SynthSegGenerator"]
+__all__ = ["SynthSegGenerator", "jacobian_determinant"]
 
 _INTERP = {2: "bilinear", 3: "trilinear"}
 
@@ -42,6 +42,38 @@ def _minmax(x: Tensor) -> Tensor:
     lo = flat.amin(1).view(-1, *([1] * (x.dim() - 1)))
     hi = flat.amax(1).view(-1, *([1] * (x.dim() - 1)))
     return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp_(0.0, 1.0)
+
+
+def _acquisition_matrix(res: Tensor, sigma: Tensor, n: int) -> Tensor:
+    """``(B, n, n)``: blur (std ``sigma``), sample at ``0, r, 2r, ...`` and linearly interpolate back."""
+    device = res.device
+    j = torch.arange(n, device=device, dtype=torch.float32)
+    # Gaussian, rows renormalised (border voxels average what lies inside the grid)
+    diff = j.view(1, n, 1) - j.view(1, 1, n)
+    gauss = torch.exp(-0.5 * (diff / sigma.clamp_min(1e-3).view(-1, 1, 1)) ** 2)
+    gauss = gauss / gauss.sum(2, keepdim=True)
+    # x lies between lattice nodes y0 = k r and y1 = min((k + 1) r, n - 1); linear weights a
+    r = res.view(-1, 1)
+    y0 = torch.floor(j.view(1, n) / r + 1e-4) * r
+    y1 = (y0 + r).clamp_max(n - 1.0)
+    a = ((j.view(1, n) - y0) / (y1 - y0).clamp_min(1e-6)).clamp(0.0, 1.0)
+    hat0 = (1.0 - (y0.unsqueeze(2) - j.view(1, 1, n)).abs()).clamp_min(0.0)  # f(y) by linear interpolation
+    hat1 = (1.0 - (y1.unsqueeze(2) - j.view(1, 1, n)).abs()).clamp_min(0.0)
+    resample = (1.0 - a).unsqueeze(2) * hat0 + a.unsqueeze(2) * hat1
+    return resample @ gauss
+
+
+def jacobian_determinant(coords: Tensor) -> Tensor:
+    """Jacobian determinant ``(B, *(spatial - 1))`` of a map given as voxel coordinates
+    ``(B, *spatial, d)`` (forward differences); ``<= 0`` where the map folds."""
+    d = coords.shape[-1]
+    cols = []
+    for axis in range(d):
+        diff = coords.narrow(axis + 1, 1, coords.shape[axis + 1] - 1) - coords.narrow(axis + 1, 0, coords.shape[axis + 1] - 1)
+        cols.append(diff)
+    crop = [min(c.shape[i + 1] for c in cols) for i in range(d)]
+    cols = [c[(slice(None),) + tuple(slice(0, m) for m in crop)] for c in cols]
+    return torch.linalg.det(torch.stack(cols, dim=-1))
 
 
 class SynthSegGenerator(nn.Module):
@@ -77,7 +109,10 @@ class SynthSegGenerator(nn.Module):
     ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1.
     """
 
-    def __init__(self, cfg: SynthesisConfig, n_classes: int, ndim: int, deformation: bool = True):
+    def __init__(self, cfg: SynthesisConfig, n_classes: int, ndim: int, deformation: bool = True,
+                 flip_permutation: Tensor | Sequence[int] | None = None, flip_axis: int | None = 0,
+                 extracerebral: Tensor | Sequence[bool] | None = None,
+                 voxel_size_mm: Sequence[float] | float | None = None):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
@@ -87,6 +122,33 @@ class SynthSegGenerator(nn.Module):
         self.n_classes = int(n_classes)
         self.ndim = int(ndim)
         self.deformation = bool(deformation)
+        perm = None
+        if flip_permutation is not None and flip_axis is not None:
+            perm = torch.as_tensor(flip_permutation, dtype=torch.int64).flatten()
+            if perm.numel() != self.n_classes or not torch.equal(perm.sort().values, torch.arange(self.n_classes)):
+                raise ValueError(f"flip_permutation must be a permutation of 0..{self.n_classes - 1}")
+            if not 0 <= int(flip_axis) < self.ndim:
+                raise ValueError(f"flip_axis must be in 0..{self.ndim - 1}, got {flip_axis}")
+        self.flip_axis = None if perm is None else int(flip_axis)
+        self.register_buffer("flip_permutation", perm, persistent=False)
+        mask = None
+        if extracerebral is not None:
+            mask = torch.as_tensor(extracerebral, dtype=torch.bool).flatten()
+            if mask.numel() != self.n_classes:
+                raise ValueError(f"extracerebral needs one flag per label ({self.n_classes}), got {mask.numel()}")
+            mask = mask.clone()
+            mask[0] = False
+            if not mask.any():
+                mask = None
+        self.register_buffer("extracerebral", mask, persistent=False)
+        vs = [1.0] * self.ndim if voxel_size_mm is None else [float(v) for v in
+                                                               (voxel_size_mm if isinstance(voxel_size_mm, Sequence)
+                                                                else [voxel_size_mm])]
+        if len(vs) == 1:
+            vs = vs * self.ndim
+        if len(vs) != self.ndim or any(v <= 0 for v in vs):
+            raise ValueError(f"voxel_size_mm needs 1 or {self.ndim} positive sizes, got {voxel_size_mm}")
+        self.voxel_size_mm = vs
 
     # ------------------------------------------------------------------ deformation (step 1)
     def _affine(self, batch: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -114,7 +176,10 @@ class SynthSegGenerator(nn.Module):
 
     def _elastic(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
                  device: torch.device) -> Tensor:
-        """Smooth displacement ``(B, *spatial, d)`` in voxels (coarse Gaussian nodes, upsampled)."""
+        """Smooth displacement ``(B, *spatial, d)`` in voxels: the SVF's exponential
+        (``elastic_kind: svf``) or coarse Gaussian nodes upsampled (``displacement``)."""
+        if self.cfg.elastic_kind == "svf":
+            return self._svf(batch, spatial, generator, device)
         c, d = self.cfg, self.ndim
         nodes = _normal((batch, d) + (c.elastic_nodes,) * d, generator, device)
         std = torch.tensor([c.elastic * n for n in spatial], device=device, dtype=torch.float32)
@@ -122,21 +187,78 @@ class SynthSegGenerator(nn.Module):
         field = F.interpolate(nodes, size=tuple(spatial), mode=_INTERP[d], align_corners=True)
         return field.movedim(1, -1)
 
-    def sampling_grid(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
-                      device: torch.device) -> Tensor:
-        """The ``grid_sample`` grid ``(B, *spatial, d)`` of ``phi = phi_aff o phi_v`` (align_corners=True)."""
+    def _svf(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
+             device: torch.device) -> Tensor:
+        """Diffeomorphic displacement ``(B, *spatial, d)`` in voxels (SynthSeg's nonlinear field).
+
+        Velocity nodes ``(B, d, *n)``, ``n_i = max(2, ceil(svf_scale * N_i))``, ``~ N(0, s^2)`` voxels with
+        ``s ~ U(0, svf_std)`` per sample; upsampled (linear) to half the image size, integrated by
+        scaling and squaring (``u <- v / 2^steps``; ``steps`` times ``u <- u + u o (id + u)``, linear
+        ``grid_sample``) and upsampled to the image. Computed in ``grid_sample``'s normalised units,
+        which do not depend on the lattice, then converted to voxels."""
+        c, d = self.cfg, self.ndim
+        spatial = tuple(int(n) for n in spatial)
+        nodes = tuple(max(2, math.ceil(c.svf_scale * n)) for n in spatial)
+        std = _uniform((batch,), 0.0, c.svf_std, generator, device)
+        v = _normal((batch, d) + nodes, generator, device) * std.view(batch, 1, *([1] * d))
+        to_norm = torch.tensor([2.0 / max(n - 1, 1) for n in spatial], device=device, dtype=torch.float32)
+        v = v * to_norm.view(1, d, *([1] * d))
+        half = tuple(max(n // 2, m, 2) for n, m in zip(spatial, nodes))
+        u = F.interpolate(v, size=half, mode=_INTERP[d], align_corners=True) / (2 ** c.svf_steps)
+        if c.svf_steps:
+            axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in half]
+            ident = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (*half, d), axis order
+            for _ in range(c.svf_steps):
+                grid = (ident + u.movedim(1, -1)).flip(-1)
+                u = u + F.grid_sample(u, grid, mode=_INTERP[d].replace("tri", "bi"), padding_mode="border",
+                                      align_corners=True)
+        u = F.interpolate(u, size=spatial, mode=_INTERP[d], align_corners=True)
+        return (u / to_norm.view(1, d, *([1] * d))).movedim(1, -1)
+
+    def sampling_coords(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
+                        device: torch.device) -> Tensor:
+        """``phi`` as voxel coordinates ``(B, *spatial, d)`` (axis order): the point each output voxel
+        samples. Its Jacobian determinant (:func:`jacobian_determinant`) is > 0 where it does not fold."""
         d = self.ndim
         spatial = tuple(int(n) for n in spatial)
         linear, shift = self._affine(batch, generator, device)
         elastic = self._elastic(batch, spatial, generator, device)
         centre = torch.tensor([(n - 1) / 2 for n in spatial], device=device, dtype=torch.float32)
         axes = [torch.arange(n, device=device, dtype=torch.float32) for n in spatial]
-        base = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) - centre  # (*sp, d), centred
-        points = (base + elastic).reshape(batch, -1, d)                              # phi_v
-        coords = points @ linear.transpose(1, 2) + (centre + shift).unsqueeze(1)     # phi_aff
+        base = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1) - centre
+        points = (base + elastic).reshape(batch, -1, d)
+        coords = points @ linear.transpose(1, 2) + (centre + shift).unsqueeze(1)
+        return coords.reshape(batch, *spatial, d)
+
+    def sampling_grid(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
+                      device: torch.device) -> Tensor:
+        """The ``grid_sample`` grid ``(B, *spatial, d)`` of ``phi = phi_aff o phi_v`` (align_corners=True)."""
+        spatial = tuple(int(n) for n in spatial)
+        coords = self.sampling_coords(batch, spatial, generator, device)
         scale = torch.tensor([2.0 / max(n - 1, 1) for n in spatial], device=device, dtype=torch.float32)
-        grid = coords * scale - 1.0
-        return grid.flip(-1).reshape(batch, *spatial, d)  # grid_sample wants (x, y[, z]) = reversed axes
+        return (coords * scale - 1.0).flip(-1)  # grid_sample wants (x, y[, z]) = reversed axes
+
+    def flip(self, labels: Tensor, generator: torch.Generator) -> Tensor:
+        """Left/right flip along :attr:`flip_axis` with probability 0.5 per sample, labels swapped by
+        :attr:`flip_permutation` (left id <-> right id). No-op (and no draw) when ``cfg.flip`` is off
+        or the generator has no permutation (no L/R pairs known, or no left/right axis)."""
+        if not self.cfg.flip or self.flip_permutation is None:
+            return labels
+        batch = labels.shape[0]
+        flipped = self.flip_permutation.to(labels.device)[labels.flip(self.flip_axis + 1)]
+        chosen = _uniform((batch,), 0.0, 1.0, generator, labels.device) < 0.5
+        return torch.where(chosen.view(batch, *([1] * self.ndim)), flipped, labels)
+
+    def skull_strip(self, labels: Tensor, generator: torch.Generator) -> Tensor:
+        """With probability ``cfg.skull_strip_probability`` per sample, the extra-cerebral labels
+        (:attr:`extracerebral`) become background 0. No-op (and no draw) when off or none known."""
+        p = self.cfg.skull_strip_probability
+        if p <= 0 or self.extracerebral is None:
+            return labels
+        batch = labels.shape[0]
+        chosen = _uniform((batch,), 0.0, 1.0, generator, labels.device) < p
+        strip = self.extracerebral.to(labels.device)[labels] & chosen.view(batch, *([1] * self.ndim))
+        return labels.masked_fill(strip, 0)
 
     def deform_labels(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         """Step 1 only: ``labels`` ``(B, *spatial)`` resampled on a random deformation (nearest)."""
@@ -172,6 +294,53 @@ class SynthSegGenerator(nn.Module):
             out = conv(out, kernel.view(shape), groups=batch)
         return out.transpose(0, 1)
 
+    def sample_resolution(self, batch: int, generator: torch.Generator,
+                          device: torch.device) -> tuple[Tensor, Tensor]:
+        """Acquisition ``(resolution, thickness)``, each ``(B, d)`` in training-grid voxels (SynthSeg
+        ``SampleResolution``): isotropic ``U(1, max_res_iso)`` mm with probability ``prob_iso``, else one
+        random axis ``U(1, max_res_aniso)`` mm and the others at the grid resolution; with probability
+        ``prob_min`` the grid resolution itself. Thickness ``~ U(1, resolution)`` per axis. In mm
+        relative to :attr:`voxel_size_mm` (the training grid is taken as 1 mm unless given), never
+        finer than the grid."""
+        c, d = self.cfg, self.ndim
+        vs = torch.tensor(self.voxel_size_mm, device=device, dtype=torch.float32)
+        u_iso = _uniform((batch, 1), 0.0, 1.0, generator, device)
+        u_res = _uniform((batch, d), 0.0, 1.0, generator, device)
+        axis = torch.randint(0, d, (batch,), generator=generator, device=generator.device).to(device)
+        u_min = _uniform((batch, 1), 0.0, 1.0, generator, device)
+        u_thick = _uniform((batch, d), 0.0, 1.0, generator, device)
+        lo = vs.expand(batch, d)
+        iso = lo + (torch.clamp(torch.tensor(c.max_res_iso, device=device) - vs, min=0) * u_res[:, :1])
+        aniso_val = lo + torch.clamp(torch.tensor(c.max_res_aniso, device=device) - vs, min=0) * u_res
+        thick_axis = F.one_hot(axis, d).bool()
+        aniso = torch.where(thick_axis, aniso_val, lo)
+        res_mm = torch.where(u_iso < c.prob_iso, iso, aniso)
+        res_mm = torch.where(u_min < c.prob_min, lo, res_mm)
+        res = (res_mm / vs).clamp_min(1.0)
+        thickness = 1.0 + (res - 1.0) * u_thick
+        return res, thickness
+
+    def _acquisition(self, image: Tensor, generator: torch.Generator) -> Tensor:
+        """Partial volume at a random resolution: blur matched to it, down- then up-sampling.
+
+        Per sample and axis ``i`` (resolution ``r``, thickness ``t`` in grid voxels,
+        :meth:`sample_resolution`): Gaussian blur of std ``0.75 * t`` (``0.5`` at ``t = 1``, SynthSeg's
+        ``blurring_sigma_for_downsampling``) times ``U(1/1.03, 1.03)``; sampling on the lattice
+        ``0, r, 2r, ...`` (linear interpolation) and linear interpolation back to every voxel. All three
+        are linear along each axis, so each sample gets one ``(N_i, N_i)`` matrix per axis (Gaussian
+        rows renormalised at the borders) applied with batched matmuls: no loop over samples."""
+        d, batch, device = self.ndim, image.shape[0], image.device
+        res, thick = self.sample_resolution(batch, generator, device)
+        jitter = _uniform((batch, d), 1.0 / 1.03, 1.03, generator, device)
+        sigma = torch.where(thick <= 1.0 + 1e-6, torch.full_like(thick, 0.5), 0.75 * thick) * jitter
+        out = image[:, 0]
+        for axis, n in enumerate(image.shape[2:]):
+            mat = _acquisition_matrix(res[:, axis], sigma[:, axis], int(n))       # (B, n, n)
+            moved = out.movedim(axis + 1, 1)                                       # (B, n, ...)
+            flat = moved.reshape(batch, n, -1)
+            out = torch.bmm(mat, flat).view(moved.shape).movedim(1, axis + 1)
+        return out.unsqueeze(1)
+
     def _gamma(self, image: Tensor, generator: torch.Generator) -> Tensor:
         batch = image.shape[0]
         gamma = torch.exp(self.cfg.gamma_std * _normal((batch,), generator, image.device))
@@ -180,7 +349,7 @@ class SynthSegGenerator(nn.Module):
     def synthesize_intensities(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         """Steps 2-5 on (already deformed) ``labels``: ``(B, 1, *spatial)`` float32 in [0, 1]."""
         image = self._gmm(labels, generator)
-        image = self._blur(image, generator)
+        image = self._acquisition(image, generator) if self.cfg.resolution else self._blur(image, generator)
         image = self._gamma(image, generator)
         return _minmax(image)
 
@@ -197,6 +366,8 @@ class SynthSegGenerator(nn.Module):
             raise InputError(f"label map holds class ids {lo}..{hi}, outside 0..{self.n_classes - 1}: "
                              f"relabel to contiguous classes first")
         with torch.no_grad():
+            labels = self.flip(labels, generator)
+            labels = self.skull_strip(labels, generator)
             if self.deformation if deform is None else deform:
                 labels = self.deform_labels(labels, generator)
             image = self.synthesize_intensities(labels, generator)
