@@ -49,18 +49,21 @@ def _acquisition_matrix(res: Tensor, sigma: Tensor, n: int) -> Tensor:
     device = res.device
     j = torch.arange(n, device=device, dtype=torch.float32)
     # Gaussian, rows renormalised (border voxels average what lies inside the grid)
-    diff = j.view(1, n, 1) - j.view(1, 1, n)
-    gauss = torch.exp(-0.5 * (diff / sigma.clamp_min(1e-3).view(-1, 1, 1)) ** 2)
+    diff2 = (j.view(n, 1) - j.view(1, n)).square_()
+    gauss = torch.exp(diff2 * (-0.5 / sigma.clamp_min(1e-3).square()).view(-1, 1, 1))
     gauss = gauss / gauss.sum(2, keepdim=True)
-    # x lies between lattice nodes y0 = k r and y1 = min((k + 1) r, n - 1); linear weights a
+    # voxel x lies between lattice nodes y0 = k r and y1 = min((k + 1) r, n - 1): weights 1 - a, a;
+    # f(y) is itself linear interpolation between floor(y) and floor(y) + 1: four weights per row
     r = res.view(-1, 1)
     y0 = torch.floor(j.view(1, n) / r + 1e-4) * r
     y1 = (y0 + r).clamp_max(n - 1.0)
     a = ((j.view(1, n) - y0) / (y1 - y0).clamp_min(1e-6)).clamp(0.0, 1.0)
-    hat0 = (1.0 - (y0.unsqueeze(2) - j.view(1, 1, n)).abs()).clamp_min(0.0)  # f(y) by linear interpolation
-    hat1 = (1.0 - (y1.unsqueeze(2) - j.view(1, 1, n)).abs()).clamp_min(0.0)
-    resample = (1.0 - a).unsqueeze(2) * hat0 + a.unsqueeze(2) * hat1
-    return resample @ gauss
+    i0, i1 = y0.floor(), y1.floor()
+    f0, f1 = y0 - i0, y1 - i1
+    index = torch.stack([i0, i0 + 1, i1, i1 + 1], dim=-1).clamp_max(n - 1).long()
+    weight = torch.stack([(1 - a) * (1 - f0), (1 - a) * f0, a * (1 - f1), a * f1], dim=-1)
+    resample = torch.zeros((res.shape[0], n, n), device=device).scatter_add_(2, index, weight)
+    return torch.bmm(resample, gauss)
 
 
 def jacobian_determinant(coords: Tensor) -> Tensor:
@@ -192,7 +195,8 @@ class SynthSegGenerator(nn.Module):
         """Diffeomorphic displacement ``(B, *spatial, d)`` in voxels (SynthSeg's nonlinear field).
 
         Velocity nodes ``(B, d, *n)``, ``n_i = max(2, ceil(svf_scale * N_i))``, ``~ N(0, s^2)`` voxels with
-        ``s ~ U(0, svf_std)`` per sample; upsampled (linear) to half the image size, integrated by
+        ``s ~ U(0, svf_std)`` per sample; upsampled (linear) to half the image size (at most 8 points
+        per node spacing: the velocity is linear between nodes ~25 voxels apart), integrated by
         scaling and squaring (``u <- v / 2^steps``; ``steps`` times ``u <- u + u o (id + u)``, linear
         ``grid_sample``) and upsampled to the image. Computed in ``grid_sample``'s normalised units,
         which do not depend on the lattice, then converted to voxels."""
@@ -200,20 +204,22 @@ class SynthSegGenerator(nn.Module):
         spatial = tuple(int(n) for n in spatial)
         nodes = tuple(max(2, math.ceil(c.svf_scale * n)) for n in spatial)
         std = _uniform((batch,), 0.0, c.svf_std, generator, device)
-        v = _normal((batch, d) + nodes, generator, device) * std.view(batch, 1, *([1] * d))
+        v = _normal((batch, d) + nodes, generator, device)
+        # voxels -> normalised units, channels reversed to grid_sample's (x, y[, z]) order
         to_norm = torch.tensor([2.0 / max(n - 1, 1) for n in spatial], device=device, dtype=torch.float32)
-        v = v * to_norm.view(1, d, *([1] * d))
-        half = tuple(max(n // 2, m, 2) for n, m in zip(spatial, nodes))
-        u = F.interpolate(v, size=half, mode=_INTERP[d], align_corners=True) / (2 ** c.svf_steps)
+        scale = (to_norm / (2 ** c.svf_steps)).flip(0).view(1, d, *([1] * d)) * std.view(batch, 1, *([1] * d))
+        v = v.flip(1) * scale
+        # integration lattice: half the image (SynthSeg), at most 8 points per node spacing
+        fine = tuple(max(m, 2, min(n // 2, 8 * m)) for n, m in zip(spatial, nodes))
+        u = F.interpolate(v, size=fine, mode=_INTERP[d], align_corners=True)
         if c.svf_steps:
-            axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in half]
-            ident = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (*half, d), axis order
+            axes = [torch.linspace(-1.0, 1.0, n, device=device) for n in fine]
+            ident = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)  # (*fine, d), x first
             for _ in range(c.svf_steps):
-                grid = (ident + u.movedim(1, -1)).flip(-1)
-                u = u + F.grid_sample(u, grid, mode=_INTERP[d].replace("tri", "bi"), padding_mode="border",
+                u = u + F.grid_sample(u, ident + u.movedim(1, -1), mode="bilinear", padding_mode="border",
                                       align_corners=True)
         u = F.interpolate(u, size=spatial, mode=_INTERP[d], align_corners=True)
-        return (u / to_norm.view(1, d, *([1] * d))).movedim(1, -1)
+        return u.movedim(1, -1).flip(-1) / to_norm
 
     def sampling_coords(self, batch: int, spatial: Sequence[int], generator: torch.Generator,
                         device: torch.device) -> Tensor:
