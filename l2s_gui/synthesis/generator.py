@@ -1,7 +1,9 @@
 """Batched SynthSeg-style image synthesis on the training device.
 
 Implements the generative model of SynthSeg (Billot et al. 2023, ``papers/synthseg.txt``,
-Sec. 2.2 and Algorithm 1) for a whole batch at once, with no Python loop over samples or classes.
+Sec. 2.2 and Algorithm 1, with the defaults of its code: flipping, randomised resolution, SVF
+elastic field, log-normal gamma) for a whole batch at once, with no Python loop over samples or
+classes.
 Noise and bias field are deliberately left out: in Learn2Synth they belong to the learnable
 augmentation A_theta that follows this generator.
 """
@@ -85,27 +87,48 @@ class SynthSegGenerator(nn.Module):
     ``forward(labels (B, *spatial) int64 with ids in 0..n_classes-1, generator)`` returns
     ``(image (B, 1, *spatial) float32 in [0, 1], deformed labels (B, *spatial) int64)``.
 
-    Steps (SynthSeg Algorithm 1; all parameters drawn independently per sample):
+    Steps (SynthSeg Algorithm 1 and its code, ``brain_generator.py`` / ``labels_to_image_model.py``;
+    all parameters drawn independently per sample, every step batched, no loop over samples):
 
-    1. **Deformation** (Sec. 2.2, eq. 3) ``phi = phi_aff o phi_v``. ``phi_v(p) = p + u(p)``: the
-       displacement ``u`` has ``cfg.elastic_nodes`` nodes per axis with values
-       ``~ N(0, (cfg.elastic * N_i)^2)`` along axis ``i`` of size ``N_i`` (a fraction of the field
-       of view), upsampled to the image by (bi/tri)linear interpolation as in SynthSeg (not integrated
-       as an SVF: no scaling and squaring). ``phi_aff`` rotates (``U(-rotation, rotation)`` degrees
-       about each axis: one angle in 2D, three in 3D), scales (``U(1-scaling, 1+scaling)`` per axis),
-       shears (``U(-shear, shear)`` for each of the ``ndim(ndim-1)/2`` upper off-diagonal terms) about
-       the image centre, and translates (``U(-translation, translation)`` voxels per axis). The labels
-       are resampled once with ``grid_sample`` (nearest, border padding) on this single grid:
-       ``L = S o phi``. With all ranges zero the grid is the identity.
+    0. **Left/right flip** (``cfg.flip``, SynthSeg ``flipping``): with probability 0.5 the label map
+       is mirrored along :attr:`flip_axis` (RAS x) and its ids swapped by :attr:`flip_permutation`
+       (left id <-> right id), so the image and the returned labels stay consistent. Only with a
+       permutation (the caller knows the L/R pairs: :meth:`TrainingData.generation_flip_permutation`).
+       **Skull strip** (``cfg.skull_strip_probability``, default off): with that probability the
+       :attr:`extracerebral` labels become background 0.
+    1. **Deformation** (Sec. 2.2, eq. 3) ``phi = phi_aff o phi_v``, ``phi_v(p) = p + u(p)``.
+       ``elastic_kind: svf`` (default): ``u`` is the exponential of a stationary velocity field
+       (:meth:`_svf`: nodes at ``svf_scale`` = 1/25 of the image, std ``~ U(0, svf_std)`` voxels,
+       scaling and squaring in ``svf_steps`` steps), diffeomorphic, so the warped maps do not fold
+       (tests: folded fraction 0 over 100 draws). ``elastic_kind: displacement`` (before issue 9): ``u``
+       has ``cfg.elastic_nodes`` nodes per axis ``~ N(0, (cfg.elastic * N_i)^2)`` along axis ``i``,
+       upsampled by (bi/tri)linear interpolation, not integrated (folds above ``elastic`` ~0.02).
+       ``phi_aff`` rotates (``U(-rotation, rotation)`` degrees about each axis: one angle in 2D, three
+       in 3D), scales (``U(1-scaling, 1+scaling)`` per axis), shears (``U(-shear, shear)`` for each of
+       the ``ndim(ndim-1)/2`` upper off-diagonal terms) about the image centre, and translates
+       (``U(-translation, translation)`` voxels per axis; 0 by default as SynthSeg's
+       ``translation_bounds=False``). The labels are resampled once with ``grid_sample`` (nearest,
+       border padding) on this single grid: ``L = S o phi``. With all ranges zero it is the identity.
+       **Random crop**: SynthSeg crops the deformed map at a random position to the output shape;
+       here :class:`~l2s_gui.data.TrainingData` already cuts 2D slices / 3D patches at random
+       positions (patches centred on a random foreground voxel 80% of the time, uniform otherwise)
+       before synthesis, and ``translation`` adds a random shift of the content within the sample.
     2. **Gaussian mixture** (Sec. 2.2): per sample and class (background included)
        ``mu_k ~ U(mean_range)``, ``sigma_k ~ U(std_range)``; ``G = mu[L] + sigma[L] * eps`` with
        ``eps ~ N(0, 1)`` voxel-wise (gather, no loop over classes).
-    3. **Blur** (partial volume, Sec. 2.2): Gaussian of std ``sigma_blur ~ U(0, blur_max)`` voxels,
+    3. **Resolution and partial volume** (``cfg.resolution``, SynthSeg ``randomise_res``;
+       :meth:`_acquisition`): a random isotropic or thick-slice acquisition (up to ``max_res_iso`` =
+       4 mm / ``max_res_aniso`` = 8 mm, in mm relative to :attr:`voxel_size_mm`, the training grid
+       taken as 1 mm unless given), blur matched to it, down- and up-sampling back to the grid.
+       With ``resolution: false`` (before issue 9): Gaussian blur of std ``U(0, blur_max)`` voxels,
        separable, one kernel per sample (grouped convolution), replicate padding.
     4. **Gamma** (eq. 4): min-max normalise to [0, 1], then ``x ** gamma`` with
-       ``log(gamma) ~ N(0, gamma_std^2)`` (SynthSeg draws ``log gamma`` uniformly; the normal
-       matches cornucopia's ``LogNormal``).
+       ``log(gamma) ~ N(0, gamma_std^2)`` (SynthSeg's code: ``gamma_std = 0.5``).
     5. Final per-image min-max normalisation to [0, 1].
+
+    Every part that is off draws nothing, so the pre-issue-9 keys (``flip: false``,
+    ``resolution: false``, ``elastic_kind: displacement``, ``gamma_std: 0.25``) reproduce the old
+    generator's batches bit for bit.
 
     All randomness comes from the ``generator`` passed to :meth:`forward` (draws happen on the
     generator's device, results live on ``labels.device``), so a seed reproduces a batch exactly.
