@@ -92,7 +92,9 @@ class SynthesisConfig:
     resolution: bool = True
     """Random acquisition resolution and partial volume (SynthSeg randomise_res): per sample an
     isotropic (U(1, max_res_iso) mm) or one thick axis (U(1, max_res_aniso) mm) acquisition, blur
-    matched to it, down- and up-sampling back to the training grid. Replaces the U(0, blur_max) blur."""
+    matched to it, down- and up-sampling back to the training grid. Replaces the U(0, blur_max) blur.
+    In mm of ``data.voxel_size`` (the training grid counts as 1 mm when it is not set); in 2D the
+    acquisition is simulated in the slice plane (the thick axis is one of the two in-plane axes)."""
     max_res_iso: float = 4.0
     """Largest isotropic acquisition voxel size in mm (SynthSeg max_res_iso)."""
     max_res_aniso: float = 8.0
