@@ -147,6 +147,36 @@ def check_synthesis(device: torch.device, backend: str, ndim: int) -> str:
     return f"batch 4 x {'x'.join(map(str, shape))}"
 
 
+def check_generator_parts(device: torch.device, ndim: int) -> str:
+    """Issue 9 parts on the device: flip with label swap, skull strip, resolution randomisation and
+    the SVF field at the defaults; reproducible, no folding, image in [0, 1]."""
+    from l2s_gui.config import SynthesisConfig
+    from l2s_gui.synthesis import SynthSegGenerator, jacobian_determinant
+
+    shape = (48, 40) if ndim == 2 else (32, 32, 32)
+    perm = torch.tensor([0, 2, 1, 4, 3, 5])
+    gen = SynthSegGenerator(SynthesisConfig(skull_strip_probability=0.5), 6, ndim, flip_permutation=perm,
+                            extracerebral=[False] * 5 + [True]).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    labels = torch.randint(0, 6, (8, *shape), generator=g, device=device)
+    image, deformed = gen(labels, torch.Generator(device=device).manual_seed(1))
+    again, deformed2 = gen(labels, torch.Generator(device=device).manual_seed(1))
+    _sync(device)
+    if image.device.type != device.type or not torch.equal(deformed, deformed2):
+        raise RuntimeError("not on the device or not reproducible")
+    if not torch.isfinite(image).all() or image.min() < -1e-4 or image.max() > 1 + 1e-4:
+        raise RuntimeError(f"image range {float(image.min()):.3g}..{float(image.max()):.3g}")
+    flipped = gen.flip(labels, torch.Generator(device=device).manual_seed(2))
+    ok = [(f == labels[i]).all() or (f == perm.to(device)[labels[i].flip(0)]).all() for i, f in enumerate(flipped)]
+    if not all(bool(o) for o in ok):
+        raise RuntimeError("flip is not an exact label swap")
+    jac = jacobian_determinant(gen.sampling_coords(16, shape, torch.Generator(device=device).manual_seed(3), device))
+    folded = float((jac <= 0).float().mean())
+    if folded:
+        raise RuntimeError(f"folded fraction {folded:.2e}")
+    return f"batch 8 x {'x'.join(map(str, shape))}, folded fraction 0"
+
+
 def check_segment(device: torch.device, data: Path, ndim: int, tmp: Path) -> str:
     import nibabel as nib
 
@@ -205,6 +235,9 @@ def paths(device: torch.device, data: Path, tmp: Path) -> list[tuple[str, Callab
             out.append((f"synthesis-{backend}-{ndim}d", lambda b=backend, n=ndim: check_synthesis(device, b, n)))
     out.append(("generation-labels-2d", lambda: train(config_dict(data, dev, 2,
                                                                   data={"label_table": "freesurfer_4class"}))))
+    out.append(("generator-parts-2d", lambda: check_generator_parts(device, 2)))
+    out.append(("generator-parts-3d", lambda: check_generator_parts(device, 3)))
+    out.append(("train-3d-skull-strip", lambda: train(config_dict(data, dev, 3, data={"label_table": "freesurfer_4class"}, synthesis={"skull_strip_probability": 0.5}))))
     for ndim in (2, 3):
         for name, mode, route in (("naive", "naive", None), ("exact", "exact", "reverse"),
                                   ("exact-jvp", "exact", "jvp"), ("approx", "approx", None)):

@@ -6,6 +6,13 @@ contiguous ids. Prints ms per batch (median over repeats, after warm-up) and the
 
     python benchmarks/synthesis_bench.py                       # defaults, cuda if available
     python benchmarks/synthesis_bench.py --device cpu --batch 8 --size3d 48 --repeats 2
+    python benchmarks/synthesis_bench.py --step-share --device cpu   # issue 9: share of a step
+
+``--step-share``: synthesis as a fraction of a whole ``Trainer.train_step`` at the default config
+(``Config()`` defaults: 2D, batch 4, UNet widths 16-64, SynthesisConfig defaults with flip,
+resolution randomisation and the SVF field) on FreeSurfer-id label maps (so the flip runs), for
+methods synthseg and learn2synth: the trainer's generator call is timed inside the step (the step
+time includes data sampling, synthesis, augmentation, forward, backward and updates).
 """
 
 from __future__ import annotations
@@ -17,8 +24,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from l2s_gui.config import SynthesisConfig
+from l2s_gui.config import Config, SynthesisConfig
 from l2s_gui.synthesis import CornucopiaGenerator, SynthSegGenerator
+
+FS_VALUES = [0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28,
+             41, 42, 43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60]
+"""FreeSurfer ids of SynthSeg's training label maps (both hemispheres: the flip swaps them)."""
 
 
 def smooth_labels(batch: int, spatial: tuple[int, ...], n_classes: int, device: torch.device,
@@ -46,6 +57,63 @@ def time_ms(fn, device: torch.device, warmup: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def step_share(device: torch.device, size2d: tuple[int, int], ndim: int, size3d: int, warmup: int,
+               steps: int) -> None:
+    """Synthesis share of ``Trainer.train_step`` at the default config (see the module docstring)."""
+    from pathlib import Path
+
+    from l2s_gui.data import TrainingData
+    from l2s_gui.labels import LabelTable
+    from l2s_gui.trainer import Trainer
+
+    table = LabelTable.from_values(FS_VALUES)
+    spatial = list(size2d) if ndim == 2 else [size3d] * 3
+    shape = (size2d[0], 16, size2d[1]) if ndim == 2 else (size3d,) * 3
+    maps = []
+    for seed in range(2):
+        ids = smooth_labels(1, shape, len(FS_VALUES), torch.device("cpu"), seed)[0]
+        maps.append(ids.to(torch.uint8))
+    data = TrainingData(table, ndim, 1, spatial, False, maps, [Path(f"generated_{i}") for i in range(2)], [], [])
+    for method in ("synthseg", "learn2synth"):
+        cfg = Config.from_dict({"data": {"label_maps": ["generated"], "ndim": ndim, "slice_axis": 1},
+                                "training": {"method": method, "device": str(device), "steps": 10 ** 9,
+                                             "val_every": 10 ** 9, "preview_every": 10 ** 9,
+                                             "checkpoint_every": 10 ** 9},
+                                "recovery": {"enabled": True, "sigma": 0.1, "inu_c": [0.5, 0.5, 0.5]}})
+        trainer = Trainer(cfg, run=None, data=data)
+        assert getattr(trainer.synth, "flip_permutation", None) is not None or \
+            getattr(getattr(trainer.synth, "generator", None), "flip_permutation", None) is not None
+        synth_ms, ncalls = [0.0], [0]
+        original = trainer.synth.forward
+
+        def forward(*a, **kw):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            out = original(*a, **kw)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            synth_ms[0] += 1e3 * (time.perf_counter() - start)
+            ncalls[0] += 1
+            return out
+        trainer.synth.forward = forward
+        for _ in range(warmup):
+            trainer.train_step()
+            trainer.step += 1
+        synth_ms[0], ncalls[0] = 0.0, 0
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+            trainer.step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total = 1e3 * (time.perf_counter() - start)
+        calls = f"{ncalls[0] / steps:.1f} generator calls per step"
+        print(f"{method:<12} {ndim}D {'x'.join(map(str, spatial))} batch {cfg.data.batch_size}: "
+              f"step {total / steps:.0f} ms, synthesis {synth_ms[0] / steps:.0f} ms "
+              f"= {100 * synth_ms[0] / total:.1f}% of the step ({calls})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -57,9 +125,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-cornucopia", action="store_true", help="time the torch backend only")
+    parser.add_argument("--step-share", action="store_true",
+                        help="synthesis share of a Trainer.train_step at the default config (issue 9)")
+    parser.add_argument("--ndim", type=int, default=2, help="--step-share: 2 (default config) or 3")
+    parser.add_argument("--steps", type=int, default=10, help="--step-share: timed steps")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.step_share:
+        print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+        step_share(device, tuple(args.size2d), args.ndim, args.size3d, args.warmup, args.steps)
+        return
     cfg = SynthesisConfig()
     configs = [
         (f"2D {args.batch}x{args.size2d[0]}x{args.size2d[1]}", args.batch, tuple(args.size2d)),

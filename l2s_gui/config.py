@@ -68,13 +68,44 @@ class SynthesisConfig:
     """Range of the per-class intensity means (uniform)."""
     std_range: list[float] = field(default_factory=lambda: [0.0, 0.1])
     """Range of the per-class intensity standard deviations (uniform)."""
-    gamma_std: float = 0.25
-    """Std of log(gamma) for the random gamma transform."""
+    gamma_std: float = 0.5
+    """Std of log(gamma) (log gamma ~ N(0, gamma_std^2), SynthSeg's code: 0.5; 0.25 before issue 9)."""
     blur_max: float = 1.0
     """Maximum blur sigma in voxels (uniform in [0, blur_max])."""
     backend: Literal["torch", "cornucopia"] = "torch"
     """'torch': batched generator on the training device (fast); 'cornucopia': the reference
     SynthFromLabelTransform applied per sample (slow, for comparison)."""
+    elastic_kind: Literal["svf", "displacement"] = "svf"
+    """'svf': diffeomorphic elastic field, a stationary velocity field (``svf_std``, ``svf_scale``)
+    integrated by scaling and squaring (``svf_steps``), as SynthSeg; 'displacement': the pre-issue-9
+    field, a smooth displacement of std ``elastic`` (fraction of the FOV) on ``elastic_nodes`` nodes,
+    not integrated (can fold). ``elastic``/``elastic_nodes`` apply to 'displacement' only."""
+    svf_std: float = 4.0
+    """'svf': the velocity nodes have std ~ U(0, svf_std) voxels per sample (SynthSeg nonlin_std)."""
+    svf_scale: float = 0.04
+    """'svf': velocity nodes per axis = max(2, ceil(svf_scale * size)) (SynthSeg nonlin_scale, 1/25)."""
+    svf_steps: int = 7
+    """'svf': scaling-and-squaring steps (the field is v / 2^steps composed 2^steps times)."""
+    flip: bool = True
+    """Left/right flip with probability 0.5 per sample, swapping left and right labels (SynthSeg
+    flipping). Needs the label table's L/R pairs; along axis 0 (RAS x); 2D with slice_axis 0: none."""
+    resolution: bool = True
+    """Random acquisition resolution and partial volume (SynthSeg randomise_res): per sample an
+    isotropic (U(1, max_res_iso) mm) or one thick axis (U(1, max_res_aniso) mm) acquisition, blur
+    matched to it, down- and up-sampling back to the training grid. Replaces the U(0, blur_max) blur.
+    In mm of ``data.voxel_size`` (the training grid counts as 1 mm when it is not set); in 2D the
+    acquisition is simulated in the slice plane (the thick axis is one of the two in-plane axes)."""
+    max_res_iso: float = 4.0
+    """Largest isotropic acquisition voxel size in mm (SynthSeg max_res_iso)."""
+    max_res_aniso: float = 8.0
+    """Largest slice spacing in mm of a thick-slice acquisition (SynthSeg max_res_aniso)."""
+    prob_iso: float = 0.1
+    """Probability of an isotropic (vs thick-slice) acquisition (SynthSeg SampleResolution prob_iso)."""
+    prob_min: float = 0.05
+    """Probability of keeping the training grid resolution (SynthSeg SampleResolution prob_min)."""
+    skull_strip_probability: float = 0.0
+    """Per sample, probability of sending the extra-cerebral generation labels (non-zero values the
+    label table maps to background: skull, scalp, eyes, ...) to 0 before synthesis (skull stripping)."""
 
 
 @dataclass
@@ -348,6 +379,15 @@ def validate(cfg: Config) -> None:
         _require(getattr(s, key) >= 0, f"synthesis.{key}", f"must be >= 0, got {getattr(s, key)}")
     _require(s.scaling < 1, "synthesis.scaling", f"must be < 1, got {s.scaling}")
     _require(s.elastic_nodes >= 2, "synthesis.elastic_nodes", f"must be >= 2, got {s.elastic_nodes}")
+    for key in ("svf_std", "svf_scale", "skull_strip_probability"):
+        _require(getattr(s, key) >= 0, f"synthesis.{key}", f"must be >= 0, got {getattr(s, key)}")
+    _require(s.elastic_kind in ("svf", "displacement"), "synthesis.elastic_kind",
+             f"must be 'svf' or 'displacement', got {s.elastic_kind!r}")
+    _require(0 <= s.svf_steps <= 20, "synthesis.svf_steps", f"must be in [0, 20], got {s.svf_steps}")
+    _require(s.max_res_iso >= 1 and s.max_res_aniso >= 1, "synthesis.max_res_iso",
+             f"max_res_iso and max_res_aniso must be >= 1 mm, got {s.max_res_iso}, {s.max_res_aniso}")
+    for key in ("prob_iso", "prob_min", "skull_strip_probability"):
+        _require(0 <= getattr(s, key) <= 1, f"synthesis.{key}", f"must be in [0, 1], got {getattr(s, key)}")
     _require(a.sigma_init >= 0, "augmentation.sigma_init", f"must be >= 0, got {a.sigma_init}")
     _require(len(a.inu_nodes) >= 1 and all(m >= 2 for m in a.inu_nodes), "augmentation.inu_nodes",
              f"must be a non-empty list of node counts >= 2, got {a.inu_nodes}")

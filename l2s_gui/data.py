@@ -14,6 +14,10 @@ Loading (``TrainingData.from_config``):
   sends it to background (``"unlisted": "background"``). :attr:`TrainingData.generation_classes`
   maps generation labels to training classes; :func:`l2s_gui.synthesis.build_generator` applies it
   to the deformed maps, so the network's targets are classes.
+  :meth:`TrainingData.generation_flip_permutation` swaps the generation labels of a left/right
+  flip (left value <-> right value, from the table's ``lr_pairs`` and FreeSurfer's pairs, checked
+  against the table's class flip) and :meth:`TrainingData.generation_extracerebral` flags the
+  generation labels a skull strip removes (non-zero values the table sends to background).
 - Label values become contiguous classes through the label table (``data.label_table``; 'auto' is
   the union of the values found in every label map *and* real label map listed in the config, so
   the class set does not depend on the training method). Class arrays are kept in memory as uint8
@@ -48,7 +52,7 @@ from .config import DataConfig
 from .errors import InputError
 from .intensity import normalize_intensities
 from .io import check_pair, expand_paths, load_label_map, load_scan, to_ras
-from .labels import LabelTable, load_label_table, unique_values
+from .labels import LabelTable, freesurfer_lr_pairs, load_label_table, unique_values
 from .resample import resample, target_shape, voxel_sizes
 
 __all__ = ["TrainingData", "RealPair", "split_pairs"]
@@ -178,15 +182,20 @@ class TrainingData:
     def __init__(self, table: LabelTable, ndim: int, slice_axis: int, spatial_shape: Sequence[int],
                  patch_mode: bool, label_maps: list[Tensor], label_map_paths: list[Path],
                  train: list[RealPair], val: list[RealPair], seed: int = 0,
-                 generation_classes: Tensor | None = None, held_out_maps: Sequence[int] = ()):
+                 generation_classes: Tensor | None = None, held_out_maps: Sequence[int] = (),
+                 generation_values: Sequence[int] | None = None):
         """``label_maps`` hold generation labels when ``generation_classes`` (generation label ->
         class, int64) is given, else classes. ``held_out_maps`` (indices into ``label_maps``) are
         kept apart from synthesis: only ``sample_generation_batch(held_out=True)`` draws from them
-        (the validation images of the recovery experiments)."""
+        (the validation images of the recovery experiments). ``generation_values``: the original
+        label value of each generation label (default: the table's values, one per class)."""
         self.table = table
         if generation_classes is None:  # the maps hold classes: generation label = class
             generation_classes = torch.arange(table.n_classes)
+            generation_values = list(table.values) if generation_values is None else generation_values
         self.generation_classes = generation_classes.to(torch.int64)
+        self.generation_values = ([int(v) for v in generation_values] if generation_values is not None
+                                  else None)
         self.ndim = int(ndim)
         self.slice_axis = int(slice_axis)
         self.spatial_shape = [int(s) for s in spatial_shape]
@@ -299,6 +308,7 @@ class TrainingData:
 
         maps: list[Tensor] = []
         generation_classes = None
+        gen_values = np.zeros(0, np.int64)
         if need_label_maps:
             for path, values, _ in compact:
                 table.to_classes(values, source=path)  # every value must be known to the table
@@ -328,7 +338,8 @@ class TrainingData:
                 shapes = [tuple(s for d, s in enumerate(sh) if d != axis) for sh in shapes]
             spatial = [_round_up(max(sh[d] for sh in shapes), max(int(pad_multiple), 1)) for d in range(ndim)]
         return cls(table, ndim, axis, spatial, bool(cfg.patch_size), maps, [p for p, _, _ in compact] if maps else [],
-                   train, val, seed, generation_classes, held_out_maps=held_out if maps else ())
+                   train, val, seed, generation_classes, held_out_maps=held_out if maps else (),
+                   generation_values=gen_values.tolist() if generation_classes is not None else None)
 
     # ------------------------------------------------------------------ counts
     @property
@@ -396,6 +407,43 @@ class TrainingData:
     def n_generation_labels(self) -> int:
         """Number of generation labels (distinct original values in the label maps, 0 included)."""
         return int(self.generation_classes.numel())
+
+    @property
+    def flip_axis(self) -> int | None:
+        """The sample axis that runs left/right (RAS x): 0 in 3D and in 2D with slice_axis 1 or 2;
+        None for sagittal slices (slice_axis 0), which have no left/right axis."""
+        return None if self.ndim == 2 and self.slice_axis == 0 else 0
+
+    def generation_flip_permutation(self) -> Tensor | None:
+        """Generation label -> its label after a left/right flip (int64), or None when no flip is
+        valid: the table allows none (:meth:`LabelTable.flip_classes`), or the swapped generation
+        labels do not land on the flipped classes (a side without its other side in the maps).
+
+        Values swap with their partner from the table's stated ``lr_pairs`` or FreeSurfer's pairs
+        when both are generation labels; every other value maps to itself."""
+        flip = self.table.flip_classes()
+        values = self.generation_values
+        if flip is None or values is None:
+            return None
+        if torch.equal(self.generation_classes, torch.arange(self.table.n_classes)) and values == list(self.table.values):
+            return torch.tensor(flip, dtype=torch.int64)
+        partner: dict[int, int] = {}
+        for left, right in freesurfer_lr_pairs() + list(self.table.lr_pairs or []):
+            partner[int(left)], partner[int(right)] = int(right), int(left)
+        index = {v: i for i, v in enumerate(values)}
+        perm = torch.tensor([index.get(partner.get(v, v), i) for i, v in enumerate(values)], dtype=torch.int64)
+        classes = self.generation_classes
+        if not torch.equal(perm[perm], torch.arange(len(values))) or \
+                not torch.equal(classes[perm], torch.tensor(flip, dtype=torch.int64)[classes]):
+            return None
+        return perm
+
+    def generation_extracerebral(self) -> Tensor:
+        """Bool per generation label: True for the non-zero values the table sends to background
+        (extra-cerebral labels of a FreeSurfer/SynthSeg head map: skull, scalp, eyes, ...), which a
+        simulated skull strip sets to 0."""
+        values = torch.tensor(self.generation_values or [0] * self.n_generation_labels, dtype=torch.int64)
+        return self.generation_classes.eq(0) & values.ne(0)
 
     def sample_generation_batch(self, batch_size: int, generator: torch.Generator,
                                 device: torch.device | str = "cpu", held_out: bool = False) -> Tensor:

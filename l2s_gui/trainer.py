@@ -114,8 +114,15 @@ class Trainer:
         self.n_classes = self.data.n_classes
         self.net = build_network(config, self.n_classes).to(self.device)
         self.aug = build_augmentation(config.augmentation, config.data.ndim).to(self.device)
+        vox = list(config.data.voxel_size) * (3 // max(len(config.data.voxel_size), 1)) or None
+        if vox and config.data.ndim == 2:
+            vox = [v for i, v in enumerate(vox) if i != config.data.slice_axis]
         self.synth = build_generator(config.synthesis, self.data.n_generation_labels, config.data.ndim,
-                                     self.data.generation_classes).to(self.device)
+                                     self.data.generation_classes,
+                                     flip_permutation=self.data.generation_flip_permutation(),
+                                     flip_axis=self.data.flip_axis,
+                                     extracerebral=self.data.generation_extracerebral(),
+                                     voxel_size_mm=vox).to(self.device)
         self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
         self._val_cache: Optional[tuple[Tensor, Tensor]] = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)

@@ -184,7 +184,7 @@ def test_merged_structures_keep_their_own_generation_labels(tmp_path):
     gen = td.sample_generation_batch(4, g1)
     assert torch.equal(td.sample_label_batch(4, g2), td.generation_classes[gen])
     flat = SynthesisConfig(rotation=0, scaling=0, shear=0, elastic=0, std_range=[0.0, 0.0], gamma_std=0.0,
-                           blur_max=0.0)
+                           blur_max=0.0, svf_std=0.0, resolution=False)  # issue 9: SVF and resolution defaults
     synth = build_generator(flat, td.n_generation_labels, 2, td.generation_classes)
     image, classes = synth(gen, torch.Generator().manual_seed(0))
     assert set(classes.unique().tolist()) <= {0, 1, 3} and torch.equal(classes, td.generation_classes[gen])

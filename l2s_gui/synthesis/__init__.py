@@ -13,15 +13,17 @@ the classes the network learns, so merged or background structures still get the
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from ..config import SynthesisConfig
 from ..errors import ConfigError
 from .cornucopia_backend import CornucopiaGenerator
-from .generator import SynthSegGenerator
+from .generator import SynthSegGenerator, jacobian_determinant
 
-__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_generator"]
+__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_generator", "jacobian_determinant"]
 
 
 class ToClasses(nn.Module):
@@ -38,11 +40,20 @@ class ToClasses(nn.Module):
 
 
 def build_generator(cfg: SynthesisConfig, n_labels: int, ndim: int,
-                    classes: Tensor | None = None) -> nn.Module:
+                    classes: Tensor | None = None, flip_permutation: Tensor | None = None,
+                    flip_axis: int | None = 0, extracerebral: Tensor | None = None,
+                    voxel_size_mm: Sequence[float] | None = None) -> nn.Module:
     """The generator selected by ``cfg.backend`` ('torch' or 'cornucopia') for ``n_labels``
-    generation labels; with ``classes`` (generation label -> class) its label output is classes."""
+    generation labels; with ``classes`` (generation label -> class) its label output is classes.
+
+    Torch backend only: ``flip_permutation`` (generation label after a left/right flip along
+    ``flip_axis``; None: no flip), ``extracerebral`` (bool per generation label, for the skull-strip
+    simulation) and ``voxel_size_mm`` of the training grid (resolution randomisation; None: 1 mm).
+    The cornucopia backend ignores them (no flip, resolution or skull-strip simulation)."""
     if cfg.backend == "torch":
-        gen: nn.Module = SynthSegGenerator(cfg, n_labels, ndim)
+        gen: nn.Module = SynthSegGenerator(cfg, n_labels, ndim, flip_permutation=flip_permutation,
+                                           flip_axis=flip_axis, extracerebral=extracerebral,
+                                           voxel_size_mm=voxel_size_mm)
     elif cfg.backend == "cornucopia":
         gen = CornucopiaGenerator(cfg, n_labels, ndim)
     else:
