@@ -207,13 +207,10 @@ class SettingsMixin:
         self.lr_aug_schedule = combo(["constant", "cosine"], "constant")
         self.lr_aug_schedule.setToolTip("cosine: θ's learning rate decays from its value at the first hyper-step "
                                         "to (final fraction) × that value at the last step, so θ settles")
+        form.addRow("θ rate schedule", self.lr_aug_schedule)
         self.lr_aug_final = dspin(0.001, 1.0, 0.1, 3, 0.05)
         self.lr_aug_final.setToolTip("final fraction of θ's learning rate (cosine schedule)")
-        row = QHBoxLayout()
-        row.addWidget(self.lr_aug_schedule, 1)
-        row.addWidget(QLabel("to ×"))
-        row.addWidget(self.lr_aug_final)
-        form.addRow("θ learning-rate schedule", row)
+        form.addRow("θ rate at the end (×)", self.lr_aug_final)
         self.inner_opt = combo(["adam", "sgd"], "adam")
         form.addRow("inner update", self.inner_opt)
         self.hyper_mode = combo(["exact", "naive", "approx"], "exact")
@@ -228,21 +225,21 @@ class SettingsMixin:
         form.addRow("hyper-steps from step", self.hyper_start)
         self.seed = spin(0, 2**31 - 1, 0)
         form.addRow("seed", self.seed)
+        self.precision = combo(["fp32", "bf16"], "fp32")
+        form.addRow("precision", self.precision)
         layout.addWidget(box)
         box = QGroupBox("Start from a model (warm start)")
         form = QFormLayout(box)
         self.init_from_edit = QLineEdit("")
-        self.init_from_edit.setPlaceholderText("random network")
+        self.init_from_edit.setPlaceholderText("random")
         self.init_from_edit.setToolTip("A model (.safetensors) or run folder whose network starts this run "
                                        "(same classes, dimensions and UNet settings)")
         form.addRow("network from", self._path_row(self.init_from_edit))
         self.init_theta_from_edit = QLineEdit("")
-        self.init_theta_from_edit.setPlaceholderText("θ from the settings above")
+        self.init_theta_from_edit.setPlaceholderText("the settings")
         self.init_theta_from_edit.setToolTip("A model (.safetensors) or run folder whose learned augmentation "
                                              "(σ, c_k, residual net) starts θ")
         form.addRow("θ from", self._path_row(self.init_theta_from_edit))
-        self.precision = combo(["fp32", "bf16"], "fp32")
-        form.addRow("precision", self.precision)
         layout.addWidget(box)
         box = QGroupBox("Reporting")
         form = QFormLayout(box)
@@ -267,9 +264,12 @@ class SettingsMixin:
             if path:
                 edit.setText(path)
 
+        edit.setMinimumWidth(60)
+        pick = button("…", browse, "Choose a model file (or type a run folder)")
+        pick.setMaximumWidth(32)
         row = QHBoxLayout()
         row.addWidget(edit, 1)
-        row.addWidget(button("…", browse, "Choose a model file (or type a run folder)"))
+        row.addWidget(pick)
         return row
 
     def _update_model_fields(self, *_args) -> None:
