@@ -1,8 +1,8 @@
 """What the design choices of the recovery experiments buy (docs/experiments/README.md): the
 noise-only L runs at presets 0 and 0.15 (seed 0), as in the experiment, and with one choice undone:
 
-* ``no warm start``: the network starts random (no base), the 250 steps otherwise the same;
-* ``constant theta rate``: theta's learning rate stays at 2e-3 (no cosine decay).
+* ``no warm start``: the network starts random (no base), the run otherwise the same;
+* ``constant theta rate``: theta's learning rate stays at its initial value (no cosine decay).
 
     python -m experiments.ablation --out runs/experiments --jobs 2 --threads 1 \\
         --write docs/experiments/cpu/ablation.md
@@ -17,7 +17,7 @@ import argparse
 import copy
 from pathlib import Path
 
-from .common import DEFAULT_LABEL_MAPS, load_experiment
+from .common import DEFAULT_LABEL_MAPS, load_experiment, publish
 from .run import Task, base_specs, learn2synth_specs, prepare, run_tasks
 
 PRESETS = ["0", "0.15"]
@@ -69,12 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         err = abs(r["learned"]["sigma"] - preset["sigma"])
         lines.append(f"| {preset['name']} | {preset['start']['sigma']:g} | {label} | {r['learned']['sigma']:.3f} | "
                      f"{r['final']['sigma']:.3f} | {err:.3f} | {r['dice'][preset['name']]['mean']:.3f} |")
-    text = (f"Noise-only L runs, seed {seed}, 250 steps each ({args.mode} mode); one design choice undone "
+    text = (f"Noise-only L runs, seed {seed}, {exp['finetune']['steps']} steps each ({args.mode} mode); one design "
+            "choice undone "
             "at a time.\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    if args.write:
-        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write).write_text(text)
+    publish(text, args.write)
     return 0
 
 

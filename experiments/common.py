@@ -243,6 +243,14 @@ def _train_run(spec: dict, folder: Path) -> dict:
     return result
 
 
+def publish(text: str, path: str | None) -> None:
+    """Print a markdown report and, if ``path`` is given, write it there too."""
+    print(text)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         path.write_text("")

@@ -277,7 +277,9 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
         def make(results: dict) -> dict:
             learned = {(preset, seed): results[key]}
             exp_one = {**exp, "presets": [p for p in exp["presets"] if p["name"] == preset], "seeds": [seed]}
-            return optimized_specs(exp_one, data, bases, runs_dir, learned)[0]
+            spec = optimized_specs(exp_one, data, bases, runs_dir, learned)[0]
+            spec["test"] = _test_spec(exp, data)   # tested at every preset, like N and L
+            return spec
         return make
 
     tasks = [Task(f"B{seed}", [], fixed(spec)) for seed, spec in bases.items()]

@@ -20,7 +20,7 @@ import torch
 
 from l2s_gui.config import Config
 
-from .common import build_test_sets, evaluate
+from .common import build_test_sets, evaluate, publish
 from l2s_gui.model_io import load_model
 
 SIGMAS = [0.0, 0.05, 0.10, 0.15]
@@ -75,10 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.out}: no finished base networks (runs/B_s*/result.json)")
     text = ("Mean foreground Dice of the base networks (naive SynthSeg on clean images) on the held-out test "
             "images with one corruption at a time (INU: one field alone, the others at c = 0).\n\n" + markdown(rows))
-    print(text)
-    if args.write:
-        Path(args.write).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.write).write_text(text)
+    publish(text, args.write)
     return 0
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .augment import build_augmentation
