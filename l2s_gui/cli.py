@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .errors import L2SError
+from .starter import STARTER_NAME
 
 EXAMPLES = """examples:
   l2s demo                                   train briefly on the built-in sample and segment it
@@ -20,7 +21,8 @@ EXAMPLES = """examples:
   l2s train config.yaml -o runs/exp1 --set training.steps=5000 --set data.ndim=3
   l2s resume runs/exp1 --steps 8000          continue a run (step count, optimisers, RNG restored)
   l2s watch runs/exp1                        follow a run started elsewhere
-  l2s segment runs/exp1/model.safetensors scan.nii.gz -o scan_seg.nii.gz --vol volumes.csv
+  l2s segment scan.nii.gz -o scan_seg.nii.gz              segment with the shipped starter model
+  l2s segment -m runs/exp1 scan.nii.gz -o scan_seg.nii.gz --vol volumes.csv
 """
 
 
@@ -55,9 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("run_dir")
     w.add_argument("--once", action="store_true", help="print the current state and exit")
 
-    s = sub.add_parser("segment", help="segment volumes with a trained model")
-    s.add_argument("model", help="model file (.safetensors) or run folder")
-    s.add_argument("inputs", nargs="+", help="scans (.nii, .nii.gz, .mgz) or folders")
+    s = sub.add_parser("segment", help="segment volumes with a trained model (default: the shipped starter model)")
+    s.add_argument("inputs", nargs="+", metavar="[MODEL] SCAN",
+                   help="scans (.nii, .nii.gz, .mgz) or folders; a first argument that is a model file "
+                        "(.safetensors) or a run folder is the model (as --model)")
+    s.add_argument("-m", "--model", default=None,
+                   help="model file (.safetensors), run folder, or 'starter' (the shipped starter model: the default)")
     s.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     s.add_argument("--vol", help="write per-label soft volumes (mm^3: posteriors summed on the scan's grid, as "
                                  "SynthSeg's --vol) to this CSV")
@@ -258,7 +263,8 @@ def _absolute_data_paths(data: dict, base: Path) -> dict:
     """Relative data paths in a config file (data files, recovery.val_label_maps,
     training.init_from / init_theta_from) are relative to that file."""
     def absolute(v):
-        return str(base / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
+        relative = isinstance(v, str) and v and not Path(v).is_absolute() and v != STARTER_NAME
+        return str(base / v) if relative else v
 
     for name, keys in (("data", ("label_maps", "real_images", "real_labels")), ("recovery", ("val_label_maps",)),
                        ("training", ("init_from", "init_theta_from"))):
@@ -362,12 +368,25 @@ def cmd_watch(args) -> int:
         time.sleep(1.0)
 
 
+def _split_model_argument(args) -> tuple[str, list[str]]:
+    """(model spec, scans) of ``l2s segment``: --model, else a first argument that is a model file or a
+    run folder (the older ``l2s segment MODEL SCAN...`` form), else the starter model."""
+    inputs = list(args.inputs)
+    if args.model is None and len(inputs) > 1:
+        first = Path(inputs[0])
+        if first.suffix == ".safetensors" or (first.is_dir() and (first / "config.yaml").is_file()):
+            return inputs[0], inputs[1:]
+    return (args.model or STARTER_NAME), inputs
+
+
 def cmd_segment(args) -> int:
+    from .model_io import resolve_model_path
     from .segment import segment_files
 
-    model = Path(args.model)
-    if model.is_dir():
-        model = model / "model.safetensors"
+    spec, args.inputs = _split_model_argument(args)
+    model = resolve_model_path(spec)
+    if spec == STARTER_NAME:
+        print(f"l2s: segmenting with the shipped starter model ({model.name})", file=sys.stderr)
     if not model.is_file():
         raise L2SError(f"{model}: model file not found")
     outputs = segment_files(str(model), args.inputs, args.output, args.vol, args.device, args.overwrite,

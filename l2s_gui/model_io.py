@@ -234,8 +234,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """A model file, or a run folder's ``model.safetensors``."""
-    path = Path(path)
+    """A model file, a run folder's ``model.safetensors``, or the shipped starter model (``"starter"``)."""
+    from .starter import resolve_model_spec
+
+    path = Path(resolve_model_spec(str(path)))
     if path.is_dir():
         candidate = path / "model.safetensors"
         if not candidate.is_file():
