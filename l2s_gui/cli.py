@@ -424,6 +424,7 @@ def cmd_demo(args) -> int:
         code = _finish(consume(trainer.run()), run_dir)
     if code:
         return code
+    print(demo_summary(run, trainer.table), file=sys.stderr)
     scan = sample_paths(out / "data")["scan"]
     seg_path = out / "sample_seg.nii.gz"
     csv_path = out / "sample_volumes.csv"
@@ -434,6 +435,35 @@ def cmd_demo(args) -> int:
           f"  metrics        {run.metrics_path}\n  open in napari: napari {scan} {seg_path}"
           + ("" if importlib.util.find_spec("napari") else "\n  (napari and the plugin: pip install -e \".[gui]\")"))
     return 0
+
+
+def demo_summary(run, table) -> str:
+    """The demo's result in three lines: validation Dice of the sample's tissues (the sample labels
+    white matter, grey matter and CSF only), their mean, and theta at the start and the end."""
+    import numpy as np
+
+    from .events import StepEvent, ValidationEvent
+    from .sample_data import CSF, GM, WM
+
+    events = list(run.iter_events())
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    vals = [e for e in events if isinstance(e, ValidationEvent)]
+    lines = []
+    if steps:
+        minutes, seconds = divmod(int(round(steps[-1].elapsed_s)), 60)
+        lines.append(f"l2s demo: {steps[-1].step} steps in {minutes} min {seconds:02d} s of training")
+    if vals:
+        tissue_values = [table.values[c] for c in table.to_classes(np.array([WM, GM, CSF]))]
+        scores = [(table.names[table.values.index(v)], vals[-1].dice.get(str(v))) for v in tissue_values]
+        scores = [(n, d) for n, d in scores if d is not None]
+        if scores:
+            mean = float(np.mean([d for _, d in scores]))
+            lines.append(f"  validation Dice at step {vals[-1].step}: "
+                         + ", ".join(f"{n} {d:.3f}" for n, d in scores) + f"; mean {mean:.3f}")
+    if steps:
+        lines.append(f"  learned augmentation: {_format_theta(steps[0].theta)} at step {steps[0].step} -> "
+                     f"{_format_theta(steps[-1].theta)} at step {steps[-1].step}")
+    return "\n".join(lines)
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment, "demo": cmd_demo}

@@ -106,6 +106,10 @@ class SynthesisConfig:
     skull_strip_probability: float = 0.0
     """Per sample, probability of sending the extra-cerebral generation labels (non-zero values the
     label table maps to background: skull, scalp, eyes, ...) to 0 before synthesis (skull stripping)."""
+    skull_strip_sharp: bool = False
+    """Stripped samples (``skull_strip_probability``) are also set to 0 outside the brain after the
+    acquisition simulation, so that their edge is as sharp as a skull-stripped scan's (the demo's
+    sample is one); off: the resolution blur smears the brain into the background."""
 
 
 @dataclass

@@ -11,11 +11,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["STARTER_NAME", "STARTER_FILE", "starter_model_path", "resolve_model_spec"]
+__all__ = ["STARTER_NAME", "STARTER_FILE", "STARTER_TABLE", "STARTER_NETWORK", "STARTER_VOXEL_SIZE",
+           "starter_model_path", "resolve_model_spec"]
 
 STARTER_NAME = "starter"
 """The name that stands for the shipped starter model wherever a model path is asked for."""
 STARTER_FILE = "starter_4class_2d.safetensors"
+STARTER_TABLE = "brain_4class"
+"""Its label table: background, white matter, cortical GM, subcortical GM, ventricles/CSF (whole brain)."""
+STARTER_NETWORK = {"widths": [16, 32, 64, 128], "norm": "instance", "activation": "elu", "convs_per_level": 2}
+"""Its network settings (``network.*``): a run that starts from it (``init_from``) must use them."""
+STARTER_VOXEL_SIZE = [2.0]
+"""The voxel size (mm) it was trained at: 2D coronal slices (``data.slice_axis`` 1)."""
 
 
 def starter_model_path() -> Optional[Path]:

@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 
 from experiments.prep import prepare_label_maps  # noqa: E402
 from l2s_gui.sample_data import sample_paths  # noqa: E402
-from l2s_gui.starter import STARTER_FILE  # noqa: E402
+from l2s_gui.starter import STARTER_FILE, STARTER_NETWORK, STARTER_TABLE, STARTER_VOXEL_SIZE  # noqa: E402
 
 DEFAULT_LABEL_MAPS = (REPO / ".." / "shared" / "data" / "label_maps").resolve()
-TABLE = "brain_4class"
+TABLE = STARTER_TABLE
 STEPS = 7000
 SEED = 0
 
@@ -48,11 +48,11 @@ def starter_config(label_maps: list[str], real_images: list[str], real_labels: l
     cfg = {
         "data": {"label_maps": label_maps, "real_images": real_images, "real_labels": real_labels,
                  "val_fraction": 0.5, "label_table": TABLE, "ndim": 2, "slice_axis": 1, "patch_size": [],
-                 "batch_size": 8, "voxel_size": [2.0]},
+                 "batch_size": 8, "voxel_size": list(STARTER_VOXEL_SIZE)},
         "synthesis": {"skull_strip_probability": 0.5},
         "augmentation": {"kind": "parametric", "noise": "uniform", "sigma_range": [0.0, 0.1], "inu": True,
                          "inu_c_init": [0.4]},
-        "network": {"widths": [16, 32, 64, 128], "norm": "instance", "activation": "elu"},
+        "network": dict(STARTER_NETWORK),
         "training": {"method": "synthseg", "steps": steps, "lr_segmentation": 3e-3,
                      "lr_segmentation_schedule": "cosine", "lr_segmentation_final": 0.05, "seed": SEED,
                      "device": "cpu", "val_every": 250, "preview_every": 100, "checkpoint_every": 250,

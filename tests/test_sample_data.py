@@ -67,8 +67,13 @@ def test_sample_config_gives_a_split(tmp_path):
     from l2s_gui.sample_data import sample_config
 
     cfg = Config.from_dict(sample_config(tmp_path))
-    assert cfg.data.ndim == 2 and cfg.network.widths == [8, 16, 32, 64] and cfg.network.norm == "instance"
+    # the demo starts from the starter model: its network, classes and voxel size
+    assert cfg.training.init_from == "starter" and cfg.data.ndim == 2 and cfg.data.voxel_size == [2.0]
+    assert cfg.network.widths == [16, 32, 64, 128] and cfg.network.norm == "instance"
     td = TrainingData.from_config(cfg.data, seed=0, need_label_maps=True, need_real=True, pad_multiple=8)
     assert (td.n_label_maps, td.n_train, td.n_val) == (4, 2, 1)
-    assert td.table.values == [0, 2, 3, 24] and all(s % 8 == 0 for s in td.spatial_shape)
-    assert td.table.names == ["background", "white matter", "grey matter", "CSF"]
+    assert td.table.values == [0, 1, 2, 3, 4] and all(s % 8 == 0 for s in td.spatial_shape)
+    assert td.table.names == ["background", "white matter", "cortical grey matter", "subcortical grey matter",
+                              "ventricles/CSF"]
+    # the sample's ids 2 / 3 / 24 are white matter / cortical grey matter / CSF
+    assert td.table.to_classes(np.array([0, 2, 3, 24])).tolist() == [0, 1, 2, 4]

@@ -419,13 +419,38 @@ def test_skull_strip_statistics():
     labels = blobs(1, (12, 12), 5).expand(n, 12, 12).contiguous()
     extra = torch.tensor([False, False, False, True, True])
     g = SynthSegGenerator(SynthesisConfig(skull_strip_probability=p), 5, 2, extracerebral=extra)
-    out = g.skull_strip(labels, gen(0))
+    out, chosen = g.skull_strip(labels, gen(0))
     stripped = (out != labels).flatten(1).any(1)
+    assert torch.equal(chosen, stripped)
     assert abs(stripped.float().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n)
     assert torch.equal(out[stripped], labels[stripped].masked_fill(extra[labels[stripped]], 0))
     assert torch.equal(out[~stripped], labels[~stripped])
     off = SynthSegGenerator(SynthesisConfig(), 5, 2, extracerebral=extra)
-    assert torch.equal(off.skull_strip(labels, gen(0)), labels)
+    assert off.skull_strip(labels, gen(0)) == (labels, None)
+
+
+def test_sharp_skull_strip_zeroes_outside_the_brain_after_the_blur():
+    """skull_strip_sharp: a stripped sample is exactly 0 outside the (deformed) brain, also when the
+    maps hold no extra-cerebral labels (the demo's brain-only maps); unstripped samples are the same
+    as without the option, whose blur smears the brain into the background."""
+    n = 64
+    labels = blobs(n, (24, 24), 4)
+    labels[:, :3] = 0  # some background in every sample
+    keys = dict(skull_strip_probability=0.5, rotation=0.0, scaling=0.0, shear=0.0, svf_std=0.0,
+                mean_range=[0.3, 1.0])
+
+    def zeroed_outside(image, deformed):
+        return torch.tensor([bool((image[i][(deformed[i] == 0).unsqueeze(0)] == 0).all()) for i in range(n)])
+
+    brain_only = SynthSegGenerator(SynthesisConfig(**keys, skull_strip_sharp=True), 4, 2)
+    assert 0.3 < zeroed_outside(*brain_only(labels, gen(1))).float().mean() < 0.7   # about half stripped
+    extra = [False, False, False, True]
+    image, deformed = SynthSegGenerator(SynthesisConfig(**keys, skull_strip_sharp=True), 4, 2,
+                                        extracerebral=extra)(labels, gen(2))
+    soft, soft_deformed = SynthSegGenerator(SynthesisConfig(**keys), 4, 2, extracerebral=extra)(labels, gen(2))
+    zeroed = zeroed_outside(image, deformed)
+    assert 0.3 < zeroed.float().mean() < 0.7 and not zeroed_outside(soft, soft_deformed).any()
+    assert torch.equal(image[~zeroed], soft[~zeroed])  # same draws for the unstripped samples
 
 
 def test_old_generator_reproduced_by_pinned_keys():

@@ -11,7 +11,7 @@ augmentation A_theta that follows this generator.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,10 @@ class SynthSegGenerator(nn.Module):
        (left id <-> right id), so the image and the returned labels stay consistent. Only with a
        permutation (the caller knows the L/R pairs: :meth:`TrainingData.generation_flip_permutation`).
        **Skull strip** (``cfg.skull_strip_probability``, default off): with that probability the
-       :attr:`extracerebral` labels become background 0.
+       :attr:`extracerebral` labels become background 0, and with ``cfg.skull_strip_sharp`` the
+       final image of such a sample is 0 outside the (deformed) brain, as a scan stripped after its
+       acquisition is: a sharp edge where the synthetic blur would smear the brain into the
+       background.
     1. **Deformation** (Sec. 2.2, eq. 3) ``phi = phi_aff o phi_v``, ``phi_v(p) = p + u(p)``.
        ``elastic_kind: svf`` (default): ``u`` is the exponential of a stationary velocity field
        (:meth:`_svf`: nodes at ``svf_scale`` = 1/25 of the image, std ``~ U(0, svf_std)`` voxels,
@@ -278,16 +281,20 @@ class SynthSegGenerator(nn.Module):
         chosen = _uniform((batch,), 0.0, 1.0, generator, labels.device) < 0.5
         return torch.where(chosen.view(batch, *([1] * self.ndim)), flipped, labels)
 
-    def skull_strip(self, labels: Tensor, generator: torch.Generator) -> Tensor:
+    def skull_strip(self, labels: Tensor, generator: torch.Generator) -> tuple[Tensor, Optional[Tensor]]:
         """With probability ``cfg.skull_strip_probability`` per sample, the extra-cerebral labels
-        (:attr:`extracerebral`) become background 0. No-op (and no draw) when off or none known."""
+        (:attr:`extracerebral`) become background 0. Returns the labels and which samples were
+        stripped (``(B,)`` bool; None, and no draw, when off, or when no extra-cerebral labels are
+        known and ``cfg.skull_strip_sharp`` is off)."""
         p = self.cfg.skull_strip_probability
-        if p <= 0 or self.extracerebral is None:
-            return labels
+        if p <= 0 or (self.extracerebral is None and not self.cfg.skull_strip_sharp):
+            return labels, None
         batch = labels.shape[0]
         chosen = _uniform((batch,), 0.0, 1.0, generator, labels.device) < p
+        if self.extracerebral is None:
+            return labels, chosen
         strip = self.extracerebral.to(labels.device)[labels] & chosen.view(batch, *([1] * self.ndim))
-        return labels.masked_fill(strip, 0)
+        return labels.masked_fill(strip, 0), chosen
 
     def deform_labels(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         """Step 1 only: ``labels`` ``(B, *spatial)`` resampled on a random deformation (nearest)."""
@@ -396,8 +403,12 @@ class SynthSegGenerator(nn.Module):
                              f"relabel to contiguous classes first")
         with torch.no_grad():
             labels = self.flip(labels, generator)
-            labels = self.skull_strip(labels, generator)
+            labels, stripped = self.skull_strip(labels, generator)
             if self.deformation if deform is None else deform:
                 labels = self.deform_labels(labels, generator)
             image = self.synthesize_intensities(labels, generator)
+            if stripped is not None and self.cfg.skull_strip_sharp:
+                # a skull-stripped scan is masked after its acquisition: a sharp edge, black outside
+                outside = (labels == 0) & stripped.view(-1, *([1] * self.ndim))
+                image = _minmax(image.masked_fill(outside.unsqueeze(1), 0.0))
         return image, labels
