@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-
 TRACE = None  # set to a list to record late timer samples (for profiling)
 
 

@@ -26,8 +26,16 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .config_limits import (MAX_BATCH, MAX_CONVS_PER_LEVEL, MAX_NODES, MAX_PATCH, MAX_VOXEL_MM, MAX_WIDTH,
-                            MIN_VOXEL_MM, check_limits)
+from .config_limits import (
+    MAX_BATCH,
+    MAX_CONVS_PER_LEVEL,
+    MAX_NODES,
+    MAX_PATCH,
+    MAX_VOXEL_MM,
+    MAX_WIDTH,
+    MIN_VOXEL_MM,
+    check_limits,
+)
 from .errors import ConfigError
 
 
@@ -288,13 +296,13 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Config":
+    def from_dict(cls, data: dict[str, Any] | None) -> Config:
         cfg = _build(cls, data or {}, "")
         validate(cfg)
         return cfg
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> Config:
         return cls.from_dict(read_config_file(path))
 
 
@@ -521,7 +529,7 @@ def _first_sentence(text: str) -> str:
     return text[:match.start() + 1] if match else text
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def config_fields() -> tuple[FieldSpec, ...]:
     """Every setting of :class:`Config` in file order, with its type, default, range, choices and help.
 

@@ -40,9 +40,9 @@ rounded up to a multiple of ``pad_multiple``. Smaller samples are centred in the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -224,7 +224,7 @@ class TrainingData:
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int, need_label_maps: bool, need_real: bool,
                     pad_multiple: int = 1, log: Callable[[str], None] | None = None,
-                    val_label_maps: Sequence[str] = (), val_map_fraction: float = 0.0) -> "TrainingData":
+                    val_label_maps: Sequence[str] = (), val_map_fraction: float = 0.0) -> TrainingData:
         """Load what ``cfg`` lists (see the module docstring for every rule).
 
         Held-out label maps (recovery experiments: validation images from maps that synthesis
@@ -312,7 +312,8 @@ class TrainingData:
         if need_label_maps:
             for path, values, _ in compact:
                 table.to_classes(values, source=path)  # every value must be known to the table
-            gen_values = np.unique(np.concatenate([np.zeros(1, np.int64)] + [v.astype(np.int64) for _, v, _ in compact]))
+            gen_values = np.unique(np.concatenate([np.zeros(1, np.int64)]
+                                                  + [v.astype(np.int64) for _, v, _ in compact]))
             generation_classes = torch.from_numpy(table.to_classes(gen_values)).to(torch.int64)
             gdtype = _class_dtype(len(gen_values))
             for _, values, index in compact:
@@ -351,28 +352,12 @@ class TrainingData:
         return len(self._maps)
 
     @property
-    def n_held_out_maps(self) -> int:
-        return len(self._held_out) if self._held_out is not None else 0
-
-    @property
     def n_train(self) -> int:
         return len(self.train_pairs)
 
     @property
     def n_val(self) -> int:
         return len(self.val_pairs)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {"label_maps": self.n_label_maps, "train_pairs": self.n_train, "val_pairs": self.n_val}
-
-    @property
-    def has_validation(self) -> bool:
-        return self.n_val > 0
-
-    def describe(self) -> str:
-        return (f"{self.n_label_maps} label maps, {self.n_train} training pairs, {self.n_val} validation pairs; "
-                f"{self.n_classes} classes; {self.ndim}D samples of {'x'.join(map(str, self.spatial_shape))}")
 
     # ------------------------------------------------------------------ sampling
     def _draw(self, vols: _Volumes, generator: torch.Generator, with_image: bool,
@@ -425,7 +410,8 @@ class TrainingData:
         values = self.generation_values
         if flip is None or values is None:
             return None
-        if torch.equal(self.generation_classes, torch.arange(self.table.n_classes)) and values == list(self.table.values):
+        identity = torch.equal(self.generation_classes, torch.arange(self.table.n_classes))
+        if identity and values == list(self.table.values):
             return torch.tensor(flip, dtype=torch.int64)
         partner: dict[int, int] = {}
         for left, right in freesurfer_lr_pairs() + list(self.table.lr_pairs or []):

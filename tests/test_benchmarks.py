@@ -28,6 +28,7 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_tiny_preset_writes_json_with_every_measurement(tiny_run):
     out, _ = tiny_run
     result = json.loads(Path(f"{out}.json").read_text())
@@ -61,6 +62,7 @@ def test_tiny_preset_writes_json_with_every_measurement(tiny_run):
         assert seg["volume"] == [32, 32, 32] and positive(seg["seconds"])
 
 
+@pytest.mark.slow
 def test_tiny_preset_writes_markdown_tables(tiny_run):
     out, _ = tiny_run
     text = Path(f"{out}.md").read_text()
