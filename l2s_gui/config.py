@@ -38,6 +38,10 @@ from .config_limits import (
 )
 from .errors import ConfigError
 
+__all__ = ["AugmentationConfig", "Config", "DataConfig", "FieldSpec", "NetworkConfig", "RecoveryConfig",
+           "SynthesisConfig", "TrainingConfig", "apply_overrides", "check_data_present", "config_fields", "field_spec",
+           "read_config_file", "setting", "validate"]
+
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None, max_key: str | None = None, lengths: tuple[int, ...] | None = None,

@@ -77,3 +77,15 @@ def test_unknown_mode_is_refused():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--modes", "exact,fast"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "unknown mode" in proc.stderr
+
+
+def test_benchmarks_and_experiments_use_seams_not_patches():
+    """No assignment to a trainer's private attributes, a module's functions or a module global."""
+    import re
+
+    patch = re.compile(r"(trainer\.[a-z_]+\.forward\s*=|trainer\._\w+\s*=|setattr\(|hypergrad\.\w+\s*=|"
+                       r"\.learns_theta\s*=|DEFAULT_EXACT_ROUTE)")
+    for folder in ("benchmarks", "experiments"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            hits = [line.strip() for line in path.read_text().splitlines() if patch.search(line)]
+            assert not hits, (path.name, hits)
