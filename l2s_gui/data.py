@@ -141,6 +141,11 @@ class _Volumes:
         s = _COORD_STRIDE
         self.coords = [torch.nonzero(self.foreground(lab[::s, ::s, ::s])).to(torch.int32) * s for lab in labels]
 
+    def image(self, i: int) -> Tensor:
+        """The ``i``-th scan (only for volume sets loaded with their scans)."""
+        assert self.images is not None, "a label-only volume set has no scans"
+        return self.images[i]
+
     def foreground(self, lab: Tensor) -> Tensor:
         """Boolean mask of the voxels whose class is not background."""
         if self.is_foreground is None:
@@ -321,8 +326,9 @@ class TrainingData:
                 maps.append(torch.from_numpy(gen_ids[index.astype(np.intp, copy=False)]).to(gdtype))
         real: list[RealPair] = []
         if need_real:
-            for ip, lp, image, values, index in real_compact:
-                real.append(RealPair(Path(ip), Path(lp), torch.from_numpy(np.ascontiguousarray(image)),
+            for ip, lp, scan_data, values, index in real_compact:
+                assert scan_data is not None  # need_real: every pair was loaded with its scan
+                real.append(RealPair(Path(ip), Path(lp), torch.from_numpy(np.ascontiguousarray(scan_data)),
                                      to_tensor(values, index, lp)))
         train_idx, val_idx = split_pairs(pairs, cfg.val_fraction, seed) if need_real else ([], [])
         train = [real[i] for i in train_idx]
@@ -367,7 +373,7 @@ class TrainingData:
             j = int(torch.randint(0, len(vols.slices), (1,), generator=generator))
             v, s = (int(t) for t in vols.slices[j])
             lab = vols.labels[v].select(self.slice_axis, s)
-            img = vols.images[v].select(self.slice_axis, s) if with_image else None
+            img = vols.image(v).select(self.slice_axis, s) if with_image else None
             center = None
             if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                 if fg_always or float(torch.rand((1,), generator=generator)) < FOREGROUND_BIAS:
@@ -376,7 +382,7 @@ class TrainingData:
         else:
             v = int(torch.randint(0, len(vols), (1,), generator=generator))
             lab = vols.labels[v]
-            img = vols.images[v] if with_image else None
+            img = vols.image(v) if with_image else None
             center = None
             if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                 coords = vols.coords[v]
@@ -454,7 +460,7 @@ class TrainingData:
         if not self.n_train:
             raise RuntimeError("no real training pairs were loaded (need_real=False)")
         draws = [self._draw(self._train, generator, True) for _ in range(batch_size)]
-        images = torch.stack([d[0] for d in draws]).unsqueeze(1)
+        images = torch.stack([image for image, _ in draws if image is not None]).unsqueeze(1)  # with_image: all
         labels = torch.stack([d[1] for d in draws])
         return images.to(device), labels.to(device).long()
 
@@ -478,7 +484,7 @@ class TrainingData:
                 for j in chosen.tolist():
                     v, s = (int(t) for t in vols.slices[j])
                     lab = vols.labels[v].select(self.slice_axis, s)
-                    img = vols.images[v].select(self.slice_axis, s)
+                    img = vols.image(v).select(self.slice_axis, s)
                     center = None
                     if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                         nz = torch.nonzero(vols.foreground(lab))
@@ -489,7 +495,7 @@ class TrainingData:
                 count = max_items if self.patch_mode else min(max_items, len(vols))
                 for k in range(count):
                     v = k % len(vols)
-                    lab, img = vols.labels[v], vols.images[v]
+                    lab, img = vols.labels[v], vols.image(v)
                     center = None
                     if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                         coords = vols.coords[v]
