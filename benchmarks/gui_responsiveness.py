@@ -78,11 +78,6 @@ def speed_from_metrics(run_dir: Path, skip: int = 10) -> float:
     return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
-def wall_speed(run_dir: Path, skip: int = 10) -> float:
-    """it/s from the wall-clock times at which step lines were appended (includes all overheads)."""
-    return speed_from_metrics(run_dir, skip)
-
-
 def run_headless(work: Path, pairs, steps: int, widths: list[int]) -> float:
     cfg = settings(steps, widths)
     cfg["data"].update(label_maps=[str(p[1]) for p in pairs], real_images=[str(p[0]) for p in pairs],
