@@ -1,5 +1,5 @@
-"""The run folder API (l2s_gui/runs.py) on its own: create, events read incrementally, previews,
-checkpoints, metrics truncation and the control file."""
+"""The run folder's writer side (l2s_gui/runs.py, RunFolder) on its own: create, events read
+incrementally, previews, checkpoints, metrics truncation, state and the control file."""
 
 from __future__ import annotations
 
