@@ -17,7 +17,8 @@ voxel size, flipped pass); classes are compared after mapping both grey matter c
 (``brain_4class``: 1 WM, 2 cortical GM, 3 subcortical GM, 4 ventricles/CSF). Figures, not a test:
 
     python benchmarks/robustness.py                                  # the shipped starter model
-    python benchmarks/robustness.py --models starter runs/starter_old_generator --out benchmarks/results/robustness-cpu.md
+    python benchmarks/robustness.py --models starter runs/starter_old_generator \
+        --names starter old-generator --out benchmarks/results/robustness-cpu.md
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     lines.append("")
     lines.append("Largest drop from the clean 1 mm Dice (target: every degraded case within 0.05): "
                  + ", ".join(f"{n} {w:+.3f}" for n, w in zip(names, worst)))
-    lines.append(f"Models: " + ", ".join(f"{n} = {pth} (step {m.step}, trained at {m.voxel_size} mm)"
+    lines.append("Models: " + ", ".join(f"{n} = {pth} (step {m.step}, trained at {m.voxel_size} mm)"
                                           for n, pth, m in zip(names, paths, models)))
     lines.append(f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
                  f"{args.threads} thread(s); {wall:.0f} s for {len(all_cases)} cases x {len(models)} model(s).")
