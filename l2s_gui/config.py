@@ -204,9 +204,14 @@ class NetworkConfig:
 class TrainingConfig:
     """Bilevel optimisation (Learn2Synth eq. 1-5) and bookkeeping."""
 
-    method: Literal["learn2synth", "synthseg", "supervised"] = setting("learn2synth")
+    method: Literal["learn2synth", "synthseg", "mixed", "finetuned", "supervised"] = setting("learn2synth")
     """'learn2synth': learn theta by hypergradients; 'synthseg': naive SynthSeg with theta fixed at
-    its initial values; 'supervised': train phi on the real training pairs only."""
+    its initial values; 'mixed': Mixed SynthSeg (Sec. 4.2.1), synthetic batches in which a fraction
+    ``mixed_real_fraction`` of the samples are real training pairs; 'finetuned': Finetuned SynthSeg,
+    the model of ``init_from`` trained further on the real pairs; 'supervised': phi on the real
+    training pairs only, from a random network."""
+    mixed_real_fraction: float = setting(0.25, gt=0, lt=1)
+    """'mixed': fraction of each batch taken from the real training pairs (at least one sample)."""
     steps: int = setting(1000, ge=1)
     """Training iterations."""
     lr_segmentation: float = setting(1e-3, gt=0)
@@ -604,8 +609,11 @@ def validate(cfg: Config) -> None:
              f"must be one value or one per field ({len(a.inu_nodes)}), got {a.inu_c_init}")
     _require(len(r.inu_c) <= len(r.inu_nodes), "recovery.inu_c",
              f"has {len(r.inu_c)} values but recovery.inu_nodes only {len(r.inu_nodes)} fields")
-    _require(not (r.enabled and t.method == "supervised"), "recovery.enabled",
+    _require(not (r.enabled and t.method in ("supervised", "finetuned", "mixed")), "recovery.enabled",
              "the recovery experiment trains on synthetic data: use method learn2synth or synthseg")
+    _require(t.method != "finetuned" or bool(t.init_from), "training.init_from",
+             "method finetuned fine-tunes a model on the real pairs: give the model to start from "
+             "(a .safetensors file, a run folder or 'starter')")
     dev = t.device
     _require(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
              "training.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
@@ -620,8 +628,8 @@ def validate(cfg: Config) -> None:
 def check_data_present(cfg: Config) -> None:
     """The inputs a training method needs are listed (files are checked when loaded)."""
     d, method = cfg.data, cfg.training.method
-    if method in ("learn2synth", "synthseg"):
+    if method in ("learn2synth", "synthseg", "mixed"):
         _require(bool(d.label_maps), "data.label_maps", "list at least one label map (file or folder) for synthesis")
-    if method in ("learn2synth", "supervised") and not cfg.recovery.enabled:
+    if method in ("learn2synth", "mixed", "finetuned", "supervised") and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")

@@ -136,7 +136,7 @@ class Trainer:
         n_levels = len(config.network.widths)
         rec = config.recovery
         self.data = data or TrainingData.from_config(
-            config.data, seed=t.seed, need_label_maps=self.method != "supervised",
+            config.data, seed=t.seed, need_label_maps=self.method not in ("supervised", "finetuned"),
             need_real=not rec.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
             pad_multiple=2 ** (n_levels - 1),
             val_label_maps=rec.val_label_maps if rec.enabled else (),
@@ -262,6 +262,15 @@ class Trainer:
                 self._val_cache = self.data.validation_batch(self.device)
         return self._val_cache
 
+    def mix_real(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Mixed SynthSeg (Learn2Synth Sec. 4.2.1): the first ``round(mixed_real_fraction * B)``
+        samples (at least one) of the synthetic batch ``(x, y)`` replaced by real training pairs."""
+        n = min(x.shape[0], max(1, round(self.cfg.training.mixed_real_fraction * x.shape[0])))
+        x_real, y_real = self.real_batches()
+        x, y = x.clone(), y.clone()
+        x[:n], y[:n] = x_real[:n].to(x.dtype), y_real[:n].to(y.dtype)
+        return x, y
+
     def is_hyper_step(self, step: int) -> bool:
         """The configured schedule: iteration ``step`` (0-based) takes the hyper-step when it is at
         least ``hyper_start`` and ``step + 1`` is a multiple of ``hyper_every``."""
@@ -275,7 +284,7 @@ class Trainer:
         ``hyper_schedule`` says, when theta is learnt. Does not advance ``step`` (:meth:`run` does)."""
         phi = self._params()
         self.inner.lr = self.segmentation_lr(self.step)
-        if self.method == "supervised":
+        if self.method in ("supervised", "finetuned"):
             x, y = self.real_batches()
             loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
@@ -312,6 +321,8 @@ class Trainer:
         else:
             with torch.no_grad():
                 x_aug = self.aug(x, draw)
+            if self.method == "mixed":
+                x_aug, y = self.mix_real(x_aug, y)
             loss, grads = loss_and_grads(self.net, phi, x_aug, y, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             result = float(loss), None
@@ -359,7 +370,7 @@ class Trainer:
 
     @torch.no_grad()
     def preview(self) -> PreviewEvent | None:
-        if self.method == "supervised":
+        if self.method in ("supervised", "finetuned"):
             x, _, y = self._last_batch
             augmented = x
         else:
