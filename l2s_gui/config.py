@@ -152,6 +152,18 @@ class SynthesisConfig:
     skull_strip_probability: float = setting(0.0, ge=0, le=1)
     """Per sample, probability of sending the extra-cerebral generation labels (non-zero values the
     label table maps to background: skull, scalp, eyes, ...) to 0 before synthesis (skull stripping)."""
+    contrast_blend_probability: float = setting(0.0, ge=0, le=1)
+    """GBA-style contrast augmentation (Generative Blending Augmentation, eq. 5 and 7, without the
+    SinGAN): per sample with this probability, one random foreground generation label has its
+    intensities scaled by lambda ~ U(``contrast_blend_lambda``), blended back into the image through
+    its mask dilated by ``contrast_blend_dilation`` voxels and smoothed (Gaussian, std
+    ``contrast_blend_smoothing`` voxels). 0: off (draws nothing)."""
+    contrast_blend_lambda: list[float] = setting([0.6, 1.5], gt=0, lengths=(2,))
+    """[low, high] of the intensity scaling factor lambda (the GBA paper used 0.6 to 1.5)."""
+    contrast_blend_dilation: int = setting(2, ge=0)
+    """Dilation of the structure's mask in voxels before smoothing (the weighting mask of eq. 7)."""
+    contrast_blend_smoothing: float = setting(1.5, ge=0)
+    """Std in voxels of the Gaussian that smooths the dilated mask into the weights of eq. 7."""
     skull_strip_sharp: bool = setting(False)
     """Stripped samples (``skull_strip_probability``) are also set to 0 outside the brain after the
     acquisition simulation, so that their edge is as sharp as a skull-stripped scan's (the demo's

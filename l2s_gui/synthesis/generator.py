@@ -46,6 +46,23 @@ def _minmax(x: Tensor) -> Tensor:
     return ((x - lo) / (hi - lo).clamp_min(1e-12)).clamp_(0.0, 1.0)
 
 
+def _gaussian_smooth(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian smoothing (std ``sigma`` voxels, zero padding) of ``(B, 1, *spatial)``."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    d = x.dim() - 2
+    conv = F.conv2d if d == 2 else F.conv3d
+    for axis in range(d):
+        shape = [1, 1] + [1] * d
+        shape[2 + axis] = 2 * radius + 1
+        pad = [0] * d
+        pad[axis] = radius
+        x = conv(x, kernel.view(shape), padding=tuple(pad))
+    return x
+
+
 def _acquisition_matrix(res: Tensor, sigma: Tensor, n: int) -> Tensor:
     """``(B, n, n)``: blur (std ``sigma``), sample at ``0, r, 2r, ...`` and linearly interpolate back."""
     device = res.device
@@ -126,6 +143,9 @@ class SynthSegGenerator(nn.Module):
        taken as 1 mm unless given), blur matched to it, down- and up-sampling back to the grid.
        With ``resolution: false`` (before issue 9): Gaussian blur of std ``U(0, blur_max)`` voxels,
        separable, one kernel per sample (grouped convolution), replicate padding.
+    2b. **Contrast blending** (``cfg.contrast_blend_probability``, default off;
+       :meth:`contrast_blend`): GBA's per-structure contrast scaling blended through a dilated,
+       smoothed mask (GBA eq. 5 and 7, without the SinGAN), before the acquisition blur.
     4. **Gamma** (eq. 4): min-max normalise to [0, 1], then ``x ** gamma`` with
        ``log(gamma) ~ N(0, gamma_std^2)`` (SynthSeg's code: ``gamma_std = 0.5``).
     5. Final per-image min-max normalisation to [0, 1].
@@ -336,6 +356,36 @@ class SynthSegGenerator(nn.Module):
             out = conv(out, kernel.view(shape), groups=batch)
         return out.transpose(0, 1)
 
+    def contrast_blend(self, image: Tensor, labels: Tensor, generator: torch.Generator
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """GBA-style contrast augmentation (Generative Blending Augmentation, eq. 5 and 7, with the
+        identity in place of its SinGAN): per sample with probability ``contrast_blend_probability``
+        one foreground label ``l`` present in the sample is chosen and ``x <- (1 - w) x + w * lambda x``
+        with ``lambda ~ U(contrast_blend_lambda)`` and ``w`` the mask of ``l`` dilated by
+        ``contrast_blend_dilation`` voxels and smoothed by a Gaussian of std ``contrast_blend_smoothing``
+        (``w`` = 1 deep inside the structure, 0 away from it). Returns the image, the chosen label per
+        sample (-1: none) and lambda. Batched: one mask per sample, no loop over samples or labels."""
+        c, batch, device = self.cfg, image.shape[0], image.device
+        chosen = _uniform((batch,), 0.0, 1.0, generator, device) < c.contrast_blend_probability
+        lam = _uniform((batch,), *c.contrast_blend_lambda, generator, device)
+        # a random label among those present (background excluded): argmax of random keys
+        present = torch.zeros((batch, self.n_classes), dtype=torch.bool, device=device)
+        present.scatter_(1, labels.flatten(1), True)
+        present[:, 0] = False
+        keys = _uniform((batch, self.n_classes), 0.0, 1.0, generator, device).masked_fill(~present, -1.0)
+        label = keys.argmax(1)
+        chosen &= present.any(1)
+        mask = (labels == label.view(-1, *([1] * self.ndim))).unsqueeze(1).to(image.dtype)
+        r = c.contrast_blend_dilation
+        pool = F.max_pool2d if self.ndim == 2 else F.max_pool3d
+        if r > 0:
+            mask = pool(mask, 2 * r + 1, stride=1, padding=r)
+        if c.contrast_blend_smoothing > 0:
+            mask = _gaussian_smooth(mask, c.contrast_blend_smoothing)
+        weight = mask * chosen.view(-1, *([1] * (self.ndim + 1))).to(image.dtype)
+        scale = 1 + weight * (lam.view(-1, *([1] * (self.ndim + 1))) - 1)
+        return image * scale, torch.where(chosen, label, torch.full_like(label, -1)), lam
+
     def sample_resolution(self, batch: int, generator: torch.Generator,
                           device: torch.device) -> tuple[Tensor, Tensor]:
         """Acquisition ``(resolution, thickness)``, each ``(B, d)`` in training-grid voxels (SynthSeg
@@ -391,6 +441,8 @@ class SynthSegGenerator(nn.Module):
     def synthesize_intensities(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         """Steps 2-5 on (already deformed) ``labels``: ``(B, 1, *spatial)`` float32 in [0, 1]."""
         image = self._gmm(labels, generator)
+        if self.cfg.contrast_blend_probability > 0:
+            image = self.contrast_blend(image, labels, generator)[0]
         image = self._acquisition(image, generator) if self.cfg.resolution else self._blur(image, generator)
         image = self._gamma(image, generator)
         return _minmax(image)
