@@ -367,7 +367,8 @@ class SynthSegGenerator(nn.Module):
         sample (-1: none) and lambda. Batched: one mask per sample, no loop over samples or labels."""
         c, batch, device = self.cfg, image.shape[0], image.device
         chosen = _uniform((batch,), 0.0, 1.0, generator, device) < c.contrast_blend_probability
-        lam = _uniform((batch,), *c.contrast_blend_lambda, generator, device)
+        low, high = c.contrast_blend_lambda
+        lam = _uniform((batch,), low, high, generator, device)
         # a random label among those present (background excluded): argmax of random keys
         present = torch.zeros((batch, self.n_classes), dtype=torch.bool, device=device)
         present.scatter_(1, labels.flatten(1), True)
