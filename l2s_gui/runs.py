@@ -37,6 +37,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .atomic import atomic_write_bytes, atomic_write_text, dir_mode, file_mode, is_temporary_name
 from .config import Config
 from .errors import InputError, OutputError, OutputExistsError, write_error
 from .events import EVENT_TYPES, Event, PreviewEvent, event_from_json
@@ -50,55 +51,8 @@ HEARTBEAT_EVERY_S = 30.0
 """state.json's heartbeat is refreshed at least this often while events are written."""
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
-def current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """Mode of a new file under the user's umask (0644 with the usual 022)."""
-    return 0o666 & ~current_umask()
-
-
-def dir_mode() -> int:
-    """Mode of a new folder under the user's umask (0755 with the usual 022)."""
-    return 0o777 & ~current_umask()
-
-
 def hostname() -> str:
     return socket.gethostname()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (temporary file, fsync, rename) with a umask-following mode.
-    Raises :class:`~l2s_gui.errors.OutputError` naming the path when it cannot be written."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class RunFolder:
@@ -204,7 +158,7 @@ class RunFolder:
             except OSError:
                 continue
             for p in entries:
-                if p.name.startswith(".tmp_step_") or (p.name.startswith(".") and p.name.endswith(".tmp")):
+                if p.name.startswith(".tmp_step_") or is_temporary_name(p.name):
                     try:
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                         removed.append(p)

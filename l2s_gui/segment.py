@@ -41,8 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .device import is_out_of_memory, resolve_device
-from .errors import DeviceMemoryError, InputError, L2SError, OutputError, write_error
+from .errors import DeviceMemoryError, InputError, L2SError, OutputError
 from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
@@ -384,22 +385,13 @@ def write_volumes_csv(path: str | Path, rows: list[tuple[str, dict[int, float]]]
     --vol`` writes soft volumes: :attr:`Segmentation.volumes_mm3`), ``total`` their sum."""
     path = check_output_path(path, overwrite, inputs)
     values = [v for v in table.values if v != 0]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
             for subject, volumes in rows:
                 writer.writerow([subject, f"{sum(volumes.values()):.1f}"]
                                 + [f"{volumes.get(v, 0.0):.1f}" for v in values])
-        tmp.replace(path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise write_error(path, exc) from None
     return path
 
 
