@@ -326,15 +326,14 @@ def cmd_resume(args) -> int:
 
 def cmd_watch(args) -> int:
     from .events import DoneEvent, StepEvent, ValidationEvent
-    from .run_lock import writer_alive
-    from .runs import RunFolder
+    from .runs import ENDED, RunReader
 
-    run = RunFolder(args.run_dir)
+    reader = RunReader(args.run_dir)
+    run = reader.run
     if not run.exists():
         raise L2SError(f"{run.path}: not a run folder (no config.yaml)")
-    offset = 0
     while True:
-        events, offset = run.read_events(offset)
+        events, _restarted = reader.new_events()
         for e in events:
             try:
                 if isinstance(e, StepEvent) and (args.once is False or e is events[-1]):
@@ -351,10 +350,12 @@ def cmd_watch(args) -> int:
         status = state.get("status")
         summary = (f"status: {status or 'unknown'}, step {state.get('step')}/{state.get('total_steps')}"
                    f" on {state.get('device')}")
-        if args.once or status in ("finished", "stopped", "error"):
+        if reader.more_events_pending():
+            continue
+        if args.once or status in ENDED:
             print(summary)
             return 0
-        alive, who = writer_alive(run.path, state)
+        alive, who = run.writer_alive(state)
         if not alive:
             print(summary)
             raise L2SError(f"{run.path}: {who}; the run died without finishing "
