@@ -100,20 +100,14 @@ def config_dict(data_dir: Path, device: str, ndim: int, steps: int = 3, **sectio
     return cfg
 
 
-def train(cfg: dict, export: Path | None = None, exact_route: str | None = None) -> str:
+def train(cfg: dict, export: Path | None = None) -> str:
     """Run a Trainer to the end; return a one-line detail (steps/s, final loss, theta)."""
-    from l2s_gui import hypergrad
     from l2s_gui.config import Config
     from l2s_gui.events import DoneEvent, StepEvent
     from l2s_gui.trainer import Trainer
 
-    default_route = hypergrad.DEFAULT_EXACT_ROUTE
-    hypergrad.DEFAULT_EXACT_ROUTE = exact_route or default_route
-    try:
-        trainer = Trainer(Config.from_dict(cfg))
-        events = list(trainer.run())
-    finally:
-        hypergrad.DEFAULT_EXACT_ROUTE = default_route
+    trainer = Trainer(Config.from_dict(cfg))
+    events = list(trainer.run())
     done = [e for e in events if isinstance(e, DoneEvent)]
     if not done or done[-1].reason != "finished":
         raise RuntimeError(f"training ended with {done[-1].reason if done else 'no done event'}: "
@@ -239,10 +233,10 @@ def paths(device: torch.device, data: Path, tmp: Path) -> list[tuple[str, Callab
     out.append(("generator-parts-3d", lambda: check_generator_parts(device, 3)))
     out.append(("train-3d-skull-strip", lambda: train(config_dict(data, dev, 3, data={"label_table": "freesurfer_4class"}, synthesis={"skull_strip_probability": 0.5}))))
     for ndim in (2, 3):
-        for name, mode, route in (("naive", "naive", None), ("exact", "exact", "reverse"),
-                                  ("exact-jvp", "exact", "jvp"), ("approx", "approx", None)):
+        for name, mode, route in (("naive", "naive", "reverse"), ("exact", "exact", "reverse"),
+                                  ("exact-jvp", "exact", "jvp"), ("approx", "approx", "reverse")):
             out.append((f"train-{ndim}d-{name}", lambda n=ndim, m=mode, r=route: train(
-                config_dict(data, dev, n, training={"hypergradient": m}), exact_route=r)))
+                config_dict(data, dev, n, training={"hypergradient": m, "hypergradient_route": r}))))
         out.append((f"train-{ndim}d-exact-bf16", lambda n=ndim: train(
             config_dict(data, dev, n, training={"hypergradient": "exact", "precision": "bf16"}))))
     out.append(("train-2d-nonparametric", lambda: train(config_dict(

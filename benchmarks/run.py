@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from l2s_gui import hypergrad  # noqa: E402
 from l2s_gui.config import Config  # noqa: E402
 from l2s_gui.data import TrainingData  # noqa: E402
 from l2s_gui.hypergrad import hyper_step  # noqa: E402
@@ -76,8 +75,9 @@ MODES = ("naive", "exact", "exact_jvp", "approx")
 """Timed variants of the hyper-step: mode naive, mode exact with its default route (reverse-over-reverse
 since this benchmark was written), mode exact with the forward-over-reverse route ('jvp', the
 route before), mode approx."""
-_VARIANT = {"naive": ("naive", None), "exact": ("exact", None), "exact_jvp": ("exact", "jvp"),
-            "approx": ("approx", None)}
+_VARIANT = {"naive": ("naive", "reverse"), "exact": ("exact", "reverse"), "exact_jvp": ("exact", "jvp"),
+            "approx": ("approx", "reverse")}
+"""(training.hypergradient, training.hypergradient_route) of each variant."""
 SCHEMA_VERSION = 1
 
 
@@ -341,13 +341,8 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
 
         def run() -> None:
             trainer.learns_theta = True
-            t.hypergradient = mode
-            default_route = hypergrad.DEFAULT_EXACT_ROUTE
-            hypergrad.DEFAULT_EXACT_ROUTE = route or default_route
-            try:
-                trainer.train_step()
-            finally:
-                hypergrad.DEFAULT_EXACT_ROUTE = default_route
+            t.hypergradient, t.hypergradient_route = mode, route
+            trainer.train_step()
             trainer.step += 1
         return run
 

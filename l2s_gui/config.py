@@ -2,12 +2,23 @@
 
 Every invalid value raises :class:`~l2s_gui.errors.ConfigError` whose message names the dotted key
 (e.g. ``training.lr_segmentation``) and says what is expected.
+
+The dataclasses are the one schema: each field's default, type (``Literal`` choices), range
+(:func:`setting`) and docstring are read by :func:`config_fields`, which drives :func:`validate`, the
+shipped ``resources/configs/default.yaml`` and the README's table (``scripts/config_docs.py`` writes
+both; tests check they are current) and the napari form's fields and ranges.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
+import functools
+import inspect
 import json
+import re
+import textwrap
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,95 +26,118 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from .config_limits import (MAX_BATCH, MAX_CONVS_PER_LEVEL, MAX_NODES, MAX_PATCH, MAX_VOXEL_MM, MAX_WIDTH,
+                            MIN_VOXEL_MM, check_limits)
 from .errors import ConfigError
+
+
+def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, max_key: str | None = None, lengths: tuple[int, ...] | None = None,
+            min_length: int = 0) -> Any:
+    """A dataclass field with its range: ``ge``/``gt`` (>=, >) and ``le``/``lt`` (<=, <) bound a number
+    or each item of a list; ``max_key``: the dotted key of the setting whose value is the upper bound;
+    ``lengths``: the allowed list lengths; ``min_length``: the shortest list. The help text is the
+    attribute docstring below the field (read by :func:`config_fields`)."""
+    if ge is not None and gt is not None or le is not None and lt is not None:
+        raise ValueError("give one lower and one upper bound at most")
+    metadata = {"min": gt if gt is not None else ge, "min_exclusive": gt is not None,
+                "max": lt if lt is not None else le, "max_exclusive": lt is not None,
+                "max_key": max_key, "lengths": lengths, "min_length": min_length}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class DataConfig:
     """Where the label maps and real pairs come from and how they are cut into training samples."""
 
-    label_maps: list[str] = field(default_factory=list)
+    label_maps: list[str] = setting([])
     """Label maps used for synthesis: files (.nii, .nii.gz, .mgz) or folders holding them."""
-    real_images: list[str] = field(default_factory=list)
+    real_images: list[str] = setting([])
     """Real scans (files or folders), paired in sorted order with ``real_labels``."""
-    real_labels: list[str] = field(default_factory=list)
+    real_labels: list[str] = setting([])
     """Label maps of the real scans (files or folders)."""
-    val_fraction: float = 0.25
+    val_fraction: float = setting(0.25, ge=0, lt=1)
     """Fraction of the real pairs held out for validation (seeded split; at least one pair each)."""
-    label_table: str = "auto"
+    label_table: str = setting("auto")
     """'auto' (every label value found becomes a class), a shipped table name such as
-    'freesurfer_4class', or a path to a JSON label table."""
-    ndim: Literal[2, 3] = 2
+    'freesurfer_4class' (the paper's WM / cortical GM / subcortical GM / ventricles+CSF), or a path to
+    a JSON label table."""
+    ndim: Literal[2, 3] = setting(2)
     """2: train on slices along ``slice_axis``; 3: train on volumes or patches."""
-    slice_axis: int = 1
-    """Voxel axis orthogonal to the 2D slices (1 is coronal for RAS-oriented volumes)."""
-    patch_size: list[int] = field(default_factory=list)
-    """Spatial size of training samples (2 values in 2D, 3 in 3D); empty = the whole slice/volume,
-    padded to a multiple of the network's down-sampling factor."""
-    batch_size: int = 4
+    slice_axis: int = setting(1, ge=0, le=2)
+    """Voxel axis orthogonal to the 2D slices (1 is coronal: volumes are reoriented to RAS)."""
+    patch_size: list[int] = setting([], ge=1, le=MAX_PATCH)
+    """Spatial size of training samples (2 values in 2D, 3 in 3D, multiples of 2^(levels-1)); empty =
+    the whole slice/volume, padded to a multiple of the network's down-sampling factor."""
+    batch_size: int = setting(4, ge=1, le=MAX_BATCH)
     """Samples per synthetic batch and per real batch."""
-    voxel_size: list[float] = field(default_factory=list)
+    voxel_size: list[float] = setting([], ge=MIN_VOXEL_MM, le=MAX_VOXEL_MM, lengths=(0, 1, 3))
     """Resample every input to this voxel size in mm (1 value: isotropic, or 3 values along the RAS
     axes) before training, and new scans before segmenting (the result is mapped back to the scan's
-    own grid); empty = use each file's own grid (inputs should then share a resolution)."""
+    own grid); models record it (``voxel_size_mm``; without it, the median voxel size of the training
+    inputs); empty = use each file's own grid (inputs should then share a resolution)."""
 
 
 @dataclass
 class SynthesisConfig:
     """SynthSeg-style generator (Billot et al.): deformation, GMM, gamma, blur, normalisation."""
 
-    rotation: float = 15.0
+    rotation: float = setting(15.0, ge=0)
     """Maximum rotation in degrees (uniform in [-r, r] about each axis)."""
-    scaling: float = 0.15
+    scaling: float = setting(0.15, ge=0, lt=1)
     """Maximum relative scaling (uniform in [1-s, 1+s])."""
-    shear: float = 0.012
-    translation: float = 0.0
+    shear: float = setting(0.012, ge=0)
+    """Maximum shear (uniform in [-s, s] for each of the d(d-1)/2 shear terms of the affine)."""
+    translation: float = setting(0.0, ge=0)
     """Maximum translation in voxels."""
-    elastic: float = 0.015
-    """Std of the elastic displacement as a fraction of the field of view (0.015 is about 3 voxels
-    at 192 voxels, as in SynthSeg; above ~0.02 the warped label maps start to fold)."""
-    elastic_nodes: int = 10
-    """Control points per axis of the elastic field."""
-    mean_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
-    """Range of the per-class intensity means (uniform)."""
-    std_range: list[float] = field(default_factory=lambda: [0.0, 0.1])
-    """Range of the per-class intensity standard deviations (uniform)."""
-    gamma_std: float = 0.5
+    elastic: float = setting(0.015, ge=0)
+    """'displacement' elastic field: std of the displacement as a fraction of the field of view (0.015
+    is about 3 voxels at 192 voxels; above ~0.02 the warped label maps start to fold)."""
+    elastic_nodes: int = setting(10, ge=2, le=MAX_NODES)
+    """'displacement' elastic field: control points per axis."""
+    mean_range: list[float] = setting([0.0, 1.0], lengths=(2,))
+    """[low, high] of the per-class intensity means (uniform)."""
+    std_range: list[float] = setting([0.0, 0.1], ge=0, lengths=(2,))
+    """[low, high] of the per-class intensity standard deviations (uniform)."""
+    gamma_std: float = setting(0.5, ge=0)
     """Std of log(gamma) (log gamma ~ N(0, gamma_std^2), SynthSeg's code: 0.5; 0.25 before issue 9)."""
-    blur_max: float = 1.0
-    """Maximum blur sigma in voxels (uniform in [0, blur_max])."""
-    backend: Literal["torch", "cornucopia"] = "torch"
+    blur_max: float = setting(1.0, ge=0)
+    """Maximum blur sigma in voxels (uniform in [0, blur_max]) when ``resolution`` is off."""
+    backend: Literal["torch", "cornucopia"] = setting("torch")
     """'torch': batched generator on the training device (fast); 'cornucopia': the reference
-    SynthFromLabelTransform applied per sample (slow, for comparison)."""
-    elastic_kind: Literal["svf", "displacement"] = "svf"
+    SynthFromLabelTransform applied per sample (slow, for comparison; no flip, resolution or skull
+    strip)."""
+    elastic_kind: Literal["svf", "displacement"] = setting("svf")
     """'svf': diffeomorphic elastic field, a stationary velocity field (``svf_std``, ``svf_scale``)
     integrated by scaling and squaring (``svf_steps``), as SynthSeg; 'displacement': the pre-issue-9
     field, a smooth displacement of std ``elastic`` (fraction of the FOV) on ``elastic_nodes`` nodes,
     not integrated (can fold). ``elastic``/``elastic_nodes`` apply to 'displacement' only."""
-    svf_std: float = 4.0
+    svf_std: float = setting(4.0, ge=0)
     """'svf': the velocity nodes have std ~ U(0, svf_std) voxels per sample (SynthSeg nonlin_std)."""
-    svf_scale: float = 0.04
+    svf_scale: float = setting(0.04, ge=0)
     """'svf': velocity nodes per axis = max(2, ceil(svf_scale * size)) (SynthSeg nonlin_scale, 1/25)."""
-    svf_steps: int = 7
+    svf_steps: int = setting(7, ge=0, le=20)
     """'svf': scaling-and-squaring steps (the field is v / 2^steps composed 2^steps times)."""
-    flip: bool = True
+    flip: bool = setting(True)
     """Left/right flip with probability 0.5 per sample, swapping left and right labels (SynthSeg
     flipping). Needs the label table's L/R pairs; along axis 0 (RAS x); 2D with slice_axis 0: none."""
-    resolution: bool = True
+    resolution: bool = setting(True)
     """Random acquisition resolution and partial volume (SynthSeg randomise_res): per sample an
     isotropic (U(1, max_res_iso) mm) or one thick axis (U(1, max_res_aniso) mm) acquisition, blur
     matched to it, down- and up-sampling back to the training grid. Replaces the U(0, blur_max) blur.
     In mm of ``data.voxel_size`` (the training grid counts as 1 mm when it is not set); in 2D the
     acquisition is simulated in the slice plane (the thick axis is one of the two in-plane axes)."""
-    max_res_iso: float = 4.0
+    max_res_iso: float = setting(4.0, ge=1)
     """Largest isotropic acquisition voxel size in mm (SynthSeg max_res_iso)."""
-    max_res_aniso: float = 8.0
+    max_res_aniso: float = setting(8.0, ge=1)
     """Largest slice spacing in mm of a thick-slice acquisition (SynthSeg max_res_aniso)."""
-    prob_iso: float = 0.1
+    prob_iso: float = setting(0.1, ge=0, le=1)
     """Probability of an isotropic (vs thick-slice) acquisition (SynthSeg SampleResolution prob_iso)."""
-    prob_min: float = 0.05
+    prob_min: float = setting(0.05, ge=0, le=1)
     """Probability of keeping the training grid resolution (SynthSeg SampleResolution prob_min)."""
-    skull_strip_probability: float = 0.0
+    skull_strip_probability: float = setting(0.0, ge=0, le=1)
     """Per sample, probability of sending the extra-cerebral generation labels (non-zero values the
     label table maps to background: skull, scalp, eyes, ...) to 0 before synthesis (skull stripping)."""
 
@@ -112,23 +146,26 @@ class SynthesisConfig:
 class AugmentationConfig:
     """The learnable augmentation A_theta (Learn2Synth Sec. 3.3-3.4)."""
 
-    kind: Literal["parametric", "nonparametric", "none"] = "parametric"
-    noise: Literal["fixed", "per_image", "uniform", "none"] = "fixed"
+    kind: Literal["parametric", "nonparametric", "none"] = setting("parametric")
+    """'parametric': INU (eq. 6-7) and noise (eq. 8/9); 'nonparametric': a residual network (eq.
+    10-11) and eq. 9 noise; 'none': no augmentation."""
+    noise: Literal["fixed", "per_image", "uniform", "none"] = setting("fixed")
     """'fixed': x + sigma*eps (eq. 8); 'per_image': x + sigma*s*eps with s ~ N(0,1) (eq. 9);
     'uniform': x + sigma_i*eps with sigma_i ~ U[sigma_range] per image, not learned (naive SynthSeg
-    at the paper's U[0.025, 0.2] setting)."""
-    sigma_init: float = 0.05
+    at the paper's U[0.025, 0.2] setting); 'none': no noise."""
+    sigma_init: float = setting(0.05, ge=0)
     """Initial noise sigma (kept >= 0)."""
-    sigma_range: list[float] = field(default_factory=lambda: [0.025, 0.2])
+    sigma_range: list[float] = setting([0.025, 0.2], ge=0, lengths=(2,))
     """[low, high] of the per-image sigma of noise 'uniform'."""
-    inu: bool = True
+    inu: bool = setting(True)
     """Intensity non-uniformity (eq. 6-7); parametric kind only."""
-    inu_nodes: list[int] = field(default_factory=lambda: [2, 4, 8])
-    """M_k: nodes per axis of each of the K random fields."""
-    inu_c_init: list[float] = field(default_factory=lambda: [0.25])
-    """Initial exponents c_k (kept in [0, c_max]): one value for every field, or one per field."""
-    inu_c_max: float = 2.0
-    residual_widths: list[int] = field(default_factory=lambda: [8, 16, 16, 16])
+    inu_nodes: list[int] = setting([2, 4, 8], ge=2, le=MAX_NODES, min_length=1)
+    """M_k: nodes per axis of each of the K random fields (K = the number of values)."""
+    inu_c_init: list[float] = setting([0.25], ge=0, max_key="augmentation.inu_c_max", min_length=1)
+    """Initial exponents c_k (kept in [0, inu_c_max]): one value for every field, or one per field."""
+    inu_c_max: float = setting(2.0, gt=0)
+    """Upper bound of the exponents c_k (kept by projection after each update)."""
+    residual_widths: list[int] = setting([8, 16, 16, 16], ge=1, le=MAX_WIDTH, min_length=1)
     """Widths of the residual UNet of the nonparametric augmentation (eq. 10-11), one per level:
     4 levels see about 45 pixels, enough to express the 2- and 4-node INU fields."""
 
@@ -137,62 +174,77 @@ class AugmentationConfig:
 class NetworkConfig:
     """Segmentation UNet S_phi."""
 
-    widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])
+    widths: list[int] = setting([16, 24, 32, 48, 64], ge=1, le=MAX_WIDTH, min_length=1)
     """Channels at each level (the number of levels is len(widths)); used exactly as given."""
-    activation: Literal["elu", "relu", "leaky_relu"] = "elu"
-    norm: Literal["none", "instance", "group"] = "none"
-    convs_per_level: int = 2
+    activation: Literal["elu", "relu", "leaky_relu"] = setting("elu")
+    """Activation after each convolution."""
+    norm: Literal["none", "instance", "group"] = setting("none")
+    """Normalisation after each convolution."""
+    convs_per_level: int = setting(2, ge=1, le=MAX_CONVS_PER_LEVEL)
+    """Convolutions per level in the encoder and the decoder."""
 
 
 @dataclass
 class TrainingConfig:
     """Bilevel optimisation (Learn2Synth eq. 1-5) and bookkeeping."""
 
-    method: Literal["learn2synth", "synthseg", "supervised"] = "learn2synth"
+    method: Literal["learn2synth", "synthseg", "supervised"] = setting("learn2synth")
     """'learn2synth': learn theta by hypergradients; 'synthseg': naive SynthSeg with theta fixed at
     its initial values; 'supervised': train phi on the real training pairs only."""
-    steps: int = 1000
-    lr_segmentation: float = 1e-3
+    steps: int = setting(1000, ge=1)
+    """Training iterations."""
+    lr_segmentation: float = setting(1e-3, gt=0)
     """Learning rate of the inner update of phi (eq. 2)."""
-    lr_segmentation_schedule: Literal["constant", "cosine"] = "constant"
+    lr_segmentation_schedule: Literal["constant", "cosine"] = setting("constant")
     """'cosine': phi's learning rate decays by a half cosine over the run to lr_segmentation *
     lr_segmentation_final (the hypergradient differentiates through the update at the current rate)."""
-    lr_segmentation_final: float = 0.1
+    lr_segmentation_final: float = setting(0.1, gt=0, le=1)
     """Final fraction of lr_segmentation under the cosine schedule."""
-    lr_augmentation: float = 1e-3
+    lr_augmentation: float = setting(1e-3, gt=0)
     """Learning rate of the Adam update of theta (eq. 5)."""
-    lr_augmentation_schedule: Literal["constant", "cosine"] = "constant"
+    lr_augmentation_schedule: Literal["constant", "cosine"] = setting("constant")
     """'cosine': theta's learning rate decays by a half cosine from lr_augmentation at the first
     hyper-step to lr_augmentation * lr_augmentation_final at the last step, so that theta settles
     instead of walking by about the learning rate per hyper-step."""
-    lr_augmentation_final: float = 0.1
+    lr_augmentation_final: float = setting(0.1, gt=0, le=1)
     """Final fraction of lr_augmentation under the cosine schedule."""
-    inner_optimizer: Literal["adam", "sgd"] = "adam"
+    inner_optimizer: Literal["adam", "sgd"] = setting("adam")
     """The update() of eq. 2, differentiated through for the hypergradient."""
-    hypergradient: Literal["exact", "naive", "approx"] = "exact"
-    """'exact': forward-over-reverse (fast); 'naive': double backward (reference route, slow);
-    'approx': finite-difference Hessian-vector product in float64."""
-    hyper_every: int = 1
+    hypergradient: Literal["exact", "naive", "approx"] = setting("exact")
+    """How eq. 4 is computed: 'exact' (by ``hypergradient_route``); 'naive': double backward through
+    a differentiable update (the reference code's route); 'approx': a float64 finite difference of
+    the image gradient (a validation tool)."""
+    hypergradient_route: Literal["reverse", "jvp"] = setting("reverse")
+    """Route of 'exact': 'reverse' (reverse-over-reverse through the synthetic pass's own graph, with
+    first-order convolution backwards: fastest) or 'jvp' (forward-over-reverse, torch.func.jvp over
+    the image gradient, then (dx_aug/dtheta)^T w); same value."""
+    hyper_every: int = setting(1, ge=1)
     """Take the hyper-step (real pass + theta update) every k-th iteration."""
-    hyper_start: int = 0
+    hyper_start: int = setting(0, ge=0)
     """Iterations of plain synthetic training (theta fixed) before the first hyper-step: the
     hypergradient of an untrained network carries little information about theta."""
-    init_from: str = ""
+    init_from: str = setting("")
     """Warm start: a model (.safetensors) or a run folder (its model.safetensors) whose network
     weights start this run (same classes, dimensionality and network settings); empty: random."""
-    init_theta_from: str = ""
+    init_theta_from: str = setting("")
     """A model or run folder whose learned augmentation (sigma, c_k, residual net) starts theta
     (often the same as init_from); empty: theta starts from the augmentation settings."""
-    seed: int = 0
-    device: str = "auto"
+    seed: int = setting(0)
+    """Seed of the weights, the data split and every random draw."""
+    device: str = setting("auto")
     """'auto' (CUDA if present, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = setting("fp32")
     """bf16 autocast for the networks (CUDA); the hypergradient arithmetic stays float32."""
-    val_every: int = 100
-    preview_every: int = 25
-    checkpoint_every: int = 250
-    log_every: int = 1
-    keep_checkpoints: int = 2
+    val_every: int = setting(100, ge=1)
+    """Validation Dice every k iterations (and at the end)."""
+    preview_every: int = setting(25, ge=1)
+    """Preview images every k iterations (and at the end)."""
+    checkpoint_every: int = setting(250, ge=1)
+    """Checkpoint (and model export) every k iterations (and at the end)."""
+    log_every: int = setting(1, ge=1)
+    """Step event (losses, theta, it/s) every k iterations."""
+    keep_checkpoints: int = setting(2, ge=1)
+    """Newest checkpoints kept in the run folder."""
 
 
 @dataclass
@@ -201,23 +253,27 @@ class RecoveryConfig:
     corrupted with preset parameters, x_real = A_theta_hat(x_synth), drawn from the label maps on the
     fly; no real files are needed."""
 
-    enabled: bool = False
-    sigma: float = 0.1
+    enabled: bool = setting(False)
+    """Replace the real pairs by synthetic images with the preset corruption below."""
+    sigma: float = setting(0.1, ge=0)
     """Preset noise sigma of the "real" images (eq. 8)."""
-    sigma_range: list[float] = field(default_factory=list)
+    sigma_range: list[float] = setting([], ge=0, lengths=(0, 2))
     """[low, high]: sigma ~ U[low, high] per image instead of the fixed ``sigma``."""
-    inu_c: list[float] = field(default_factory=list)
+    inu_c: list[float] = setting([], ge=0)
     """Preset INU exponents c_k (empty: no INU in the "real" images)."""
-    inu_nodes: list[int] = field(default_factory=lambda: [2, 4, 8])
-    val_batches: int = 4
+    inu_nodes: list[int] = setting([2, 4, 8], ge=2, le=MAX_NODES)
+    """Nodes per axis of the preset INU fields (at least one per value of ``inu_c``)."""
+    val_batches: int = setting(4, ge=1)
     """Fixed validation batches of corrupted synthetic images."""
-    val_label_maps: list[str] = field(default_factory=list)
+    val_label_maps: list[str] = setting([])
     """Label maps (files or folders) of the validation images, never used for synthesis; empty:
     data.val_fraction of data.label_maps is held out (seeded; at least one map each way)."""
 
 
 @dataclass
 class Config:
+    """A whole training configuration: six sections, every setting with a default."""
+
     data: DataConfig = field(default_factory=DataConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
@@ -350,74 +406,187 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+@dataclass(frozen=True)
+class FieldSpec:
+    """One setting of the schema, as :func:`config_fields` lists them (for validation, the shipped
+    default.yaml, the README's table and the GUI's form).
+
+    ``type`` is the annotation (``float``, ``list[int]``, ``Literal[...]``); ``item_type`` the type of
+    a number, string or list item (``float`` for ``list[float]``); ``choices`` the allowed values of a
+    ``Literal`` (else None); ``min``/``max`` bound a number or each list item (exclusive where
+    ``min_exclusive``/``max_exclusive``); ``max_key`` names the setting whose value is the upper
+    bound (``augmentation.inu_c_init`` <= ``augmentation.inu_c_max``); ``lengths``: the allowed list
+    lengths (None: any, from ``min_length``); ``help``: the docstring's first sentence, ``doc`` all of it.
+    """
+
+    key: str
+    type: Any
+    item_type: Any
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    max_key: str | None = None
+    lengths: tuple[int, ...] | None = None
+    min_length: int = 0
+    help: str = ""
+    doc: str = ""
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split(".")[1]
+
+    @property
+    def is_list(self) -> bool:
+        return typing.get_origin(self.type) is list
+
+    def value(self, cfg: Config) -> Any:
+        """This setting's value in ``cfg``."""
+        return getattr(getattr(cfg, self.section), self.name)
+
+    def upper_bound(self, cfg: Config | None = None) -> float | None:
+        """``max``, or the value of the ``max_key`` setting in ``cfg`` (default: the defaults)."""
+        if self.max_key is None:
+            return self.max
+        section, name = self.max_key.split(".")
+        return getattr(getattr(cfg if cfg is not None else Config(), section), name)
+
+    def lengths_text(self) -> str:
+        """The allowed list lengths in words ('2 values', '0, 1 or 3 values'); '' if any."""
+        return f"{_either(self.lengths)} values" if self.lengths else ""
+
+    def range_text(self, cfg: Config | None = None) -> str:
+        """The allowed numbers in words, '>= 0', '> 0', 'in [0, 1)', 'in [0, inu_c_max=2]'; '' if any."""
+        high = self.upper_bound(cfg)
+        high_text = f"{self.max_key.split('.')[1]}={high:g}" if self.max_key and high is not None else (
+            f"{high:g}" if high is not None else "")
+        if self.min is not None and high is not None:
+            return (f"in {'(' if self.min_exclusive else '['}{self.min:g}, {high_text}"
+                    f"{')' if self.max_exclusive else ']'}")
+        if self.min is not None:
+            return f"{'>' if self.min_exclusive else '>='} {self.min:g}"
+        if high is not None:
+            return f"{'<' if self.max_exclusive else '<='} {high_text}"
+        return ""
+
+    def check(self, value: Any, cfg: Config | None = None) -> None:
+        """Raise ConfigError naming the key if ``value`` (already of the right type) is out of range."""
+        if self.is_list:
+            if self.lengths is not None:
+                _require(len(value) in self.lengths, self.key, f"must have {self.lengths_text()}, got {value}")
+            _require(len(value) >= self.min_length, self.key,
+                     f"must have at least {self.min_length} value{'s' * (self.min_length > 1)}, got {value}")
+            items = value
+        else:
+            items = [value]
+        if self.item_type not in (int, float):
+            return
+        high = self.upper_bound(cfg)
+        low_ok = self.min is None or all(v > self.min if self.min_exclusive else v >= self.min for v in items)
+        high_ok = high is None or all(v < high if self.max_exclusive else v <= high for v in items)
+        what = "each value must be" if self.is_list else "must be"
+        _require(low_ok and high_ok, self.key, f"{what} {self.range_text(cfg)}, got {value}")
+
+
+def _either(counts: tuple[int, ...]) -> str:
+    """'2', '0 or 2', '0, 1 or 3'."""
+    words = [str(n) for n in counts]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _attribute_docstrings(cls: type) -> dict[str, str]:
+    """The string literal below each annotated attribute of a class (its docstring, by convention)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # no source (frozen application): no help texts
+        return {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            out[node.target.id] = inspect.cleandoc(after.value.value)
+    return out
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    match = re.search(r"\.\s+(?=[A-Z])", text)
+    return text[:match.start() + 1] if match else text
+
+
+@functools.lru_cache(maxsize=None)
+def config_fields() -> tuple[FieldSpec, ...]:
+    """Every setting of :class:`Config` in file order, with its type, default, range, choices and help.
+
+    >>> spec = {f.key: f for f in config_fields()}["training.lr_segmentation"]
+    >>> spec.default, spec.min, spec.min_exclusive, spec.range_text()
+    (0.001, 0, True, '> 0')
+    """
+    out = []
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        hints = typing.get_type_hints(cls)
+        docs = _attribute_docstrings(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            item = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+            choices = typing.get_args(item) if typing.get_origin(item) is Literal else None
+            meta = f.metadata
+            doc = docs.get(f.name, "")
+            out.append(FieldSpec(
+                key=f"{section.name}.{f.name}", type=tp, item_type=type(choices[0]) if choices else item,
+                default=copy.deepcopy(getattr(getattr(defaults, section.name), f.name)), choices=choices,
+                min=meta.get("min"), max=meta.get("max"), min_exclusive=meta.get("min_exclusive", False),
+                max_exclusive=meta.get("max_exclusive", False), max_key=meta.get("max_key"),
+                lengths=meta.get("lengths"), min_length=meta.get("min_length", 0), help=_first_sentence(doc),
+                doc=" ".join(doc.split())))
+    return tuple(out)
+
+
+def field_spec(key: str) -> FieldSpec:
+    """The :class:`FieldSpec` of a dotted key such as ``'training.lr_segmentation'``."""
+    for spec in config_fields():
+        if spec.key == key:
+            return spec
+    raise KeyError(key)
+
+
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
 
 def validate(cfg: Config) -> None:
-    """Range and consistency checks beyond types; raise ConfigError naming the key."""
-    from .config_limits import check_limits; check_limits(cfg)  # noqa: E702 - finite numbers, sane sizes
-    d, s, a, n, t = cfg.data, cfg.synthesis, cfg.augmentation, cfg.network, cfg.training
-    _require(0.0 <= d.val_fraction < 1.0, "data.val_fraction", f"must be in [0, 1), got {d.val_fraction}")
-    _require(0 <= d.slice_axis <= 2, "data.slice_axis", f"must be 0, 1 or 2, got {d.slice_axis}")
-    _require(d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
-    _require(len(d.voxel_size) in (0, 1, 3) and all(v > 0 for v in d.voxel_size), "data.voxel_size",
-             f"must be empty, one size in mm or three positive sizes, got {d.voxel_size}")
+    """Check every setting's range (:func:`config_fields`) and the settings' consistency; raise
+    ConfigError naming the dotted key."""
+    check_limits(cfg)  # finite numbers, sizes that can be allocated
+    for spec in sorted(config_fields(), key=lambda f: f.max_key is not None):  # a bound before its users
+        spec.check(spec.value(cfg), cfg)
+    d, s, a, n, t, r = cfg.data, cfg.synthesis, cfg.augmentation, cfg.network, cfg.training, cfg.recovery
     if d.patch_size:
         _require(len(d.patch_size) == d.ndim, "data.patch_size",
                  f"needs {d.ndim} values for data.ndim={d.ndim}, got {d.patch_size}")
         factor = 2 ** (len(n.widths) - 1)
-        _require(all(p >= factor and p % factor == 0 for p in d.patch_size), "data.patch_size",
+        _require(all(p % factor == 0 for p in d.patch_size), "data.patch_size",
                  f"each size must be a positive multiple of {factor} (2^(levels-1) for "
                  f"{len(n.widths)} network levels), got {d.patch_size}")
-    _require(len(s.mean_range) == 2 and s.mean_range[0] <= s.mean_range[1], "synthesis.mean_range",
-             f"must be [low, high] with low <= high, got {s.mean_range}")
-    _require(len(s.std_range) == 2 and 0 <= s.std_range[0] <= s.std_range[1], "synthesis.std_range",
-             f"must be [low, high] with 0 <= low <= high, got {s.std_range}")
-    for key in ("rotation", "scaling", "shear", "translation", "elastic", "gamma_std", "blur_max"):
-        _require(getattr(s, key) >= 0, f"synthesis.{key}", f"must be >= 0, got {getattr(s, key)}")
-    _require(s.scaling < 1, "synthesis.scaling", f"must be < 1, got {s.scaling}")
-    _require(s.elastic_nodes >= 2, "synthesis.elastic_nodes", f"must be >= 2, got {s.elastic_nodes}")
-    for key in ("svf_std", "svf_scale", "skull_strip_probability"):
-        _require(getattr(s, key) >= 0, f"synthesis.{key}", f"must be >= 0, got {getattr(s, key)}")
-    _require(s.elastic_kind in ("svf", "displacement"), "synthesis.elastic_kind",
-             f"must be 'svf' or 'displacement', got {s.elastic_kind!r}")
-    _require(0 <= s.svf_steps <= 20, "synthesis.svf_steps", f"must be in [0, 20], got {s.svf_steps}")
-    _require(s.max_res_iso >= 1 and s.max_res_aniso >= 1, "synthesis.max_res_iso",
-             f"max_res_iso and max_res_aniso must be >= 1 mm, got {s.max_res_iso}, {s.max_res_aniso}")
-    for key in ("prob_iso", "prob_min", "skull_strip_probability"):
-        _require(0 <= getattr(s, key) <= 1, f"synthesis.{key}", f"must be in [0, 1], got {getattr(s, key)}")
-    _require(a.sigma_init >= 0, "augmentation.sigma_init", f"must be >= 0, got {a.sigma_init}")
-    _require(len(a.inu_nodes) >= 1 and all(m >= 2 for m in a.inu_nodes), "augmentation.inu_nodes",
-             f"must be a non-empty list of node counts >= 2, got {a.inu_nodes}")
-    _require(a.inu_c_max > 0, "augmentation.inu_c_max", f"must be > 0, got {a.inu_c_max}")
-    _require(len(a.inu_c_init) in (1, len(a.inu_nodes)) and all(0 <= c <= a.inu_c_max for c in a.inu_c_init),
-             "augmentation.inu_c_init", f"must be one value or one per field ({len(a.inu_nodes)}), each in "
-             f"[0, inu_c_max={a.inu_c_max}], got {a.inu_c_init}")
-    _require(len(a.sigma_range) == 2 and 0 <= a.sigma_range[0] <= a.sigma_range[1], "augmentation.sigma_range",
-             f"must be [low, high] with 0 <= low <= high, got {a.sigma_range}")
-    _require(len(a.residual_widths) >= 1 and all(w >= 1 for w in a.residual_widths),
-             "augmentation.residual_widths", f"must be a non-empty list of positive widths, got {a.residual_widths}")
-    _require(len(n.widths) >= 1 and all(w >= 1 for w in n.widths), "network.widths",
-             f"must be a non-empty list of positive channel counts, got {n.widths}")
-    _require(n.convs_per_level >= 1, "network.convs_per_level", f"must be >= 1, got {n.convs_per_level}")
-    _require(t.steps >= 0, "training.steps", f"must be >= 0, got {t.steps}")
-    for key in ("lr_segmentation", "lr_augmentation"):
-        _require(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
-    for key in ("lr_segmentation_final", "lr_augmentation_final"):
-        _require(0 < getattr(t, key) <= 1, f"training.{key}", f"must be in (0, 1], got {getattr(t, key)}")
-    _require(t.hyper_start >= 0, "training.hyper_start", f"must be >= 0, got {t.hyper_start}")
-    for key in ("hyper_every", "val_every", "preview_every", "checkpoint_every", "log_every", "keep_checkpoints"):
-        _require(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
-    r = cfg.recovery
-    _require(r.sigma >= 0, "recovery.sigma", f"must be >= 0, got {r.sigma}")
-    _require(not r.sigma_range or (len(r.sigma_range) == 2 and 0 <= r.sigma_range[0] <= r.sigma_range[1]),
-             "recovery.sigma_range", f"must be empty or [low, high] with 0 <= low <= high, got {r.sigma_range}")
-    _require(all(c >= 0 for c in r.inu_c), "recovery.inu_c", f"must be >= 0, got {r.inu_c}")
+    for key, (low, high) in (("synthesis.mean_range", s.mean_range), ("synthesis.std_range", s.std_range),
+                             ("augmentation.sigma_range", a.sigma_range)):
+        _require(low <= high, key, f"must be [low, high] with low <= high, got {[low, high]}")
+    _require(not r.sigma_range or r.sigma_range[0] <= r.sigma_range[1], "recovery.sigma_range",
+             f"must be empty or [low, high] with low <= high, got {r.sigma_range}")
+    _require(len(a.inu_c_init) in (1, len(a.inu_nodes)), "augmentation.inu_c_init",
+             f"must be one value or one per field ({len(a.inu_nodes)}), got {a.inu_c_init}")
     _require(len(r.inu_c) <= len(r.inu_nodes), "recovery.inu_c",
              f"has {len(r.inu_c)} values but recovery.inu_nodes only {len(r.inu_nodes)} fields")
-    _require(r.val_batches >= 1, "recovery.val_batches", f"must be >= 1, got {r.val_batches}")
     _require(not (r.enabled and t.method == "supervised"), "recovery.enabled",
              "the recovery experiment trains on synthetic data: use method learn2synth or synthseg")
     dev = t.device

@@ -13,8 +13,8 @@ with the constant u = D v (closed form, :meth:`InnerOptimizer.tangent`).
 Three modes for eq. 4:
 
 * ``naive``: double backward through a differentiable update (the reference code's route).
-* ``exact`` (default), two routes giving the same value (``exact_route`` of :func:`hyper_step`,
-  default :data:`DEFAULT_EXACT_ROUTE`):
+* ``exact`` (default), two routes giving the same value (``exact_route`` of :func:`hyper_step`, the
+  config key ``training.hypergradient_route``):
 
   - ``"reverse"`` (default): the synthetic pass that gives g is taken with ``create_graph=True``,
     and once u is known, eq. 4 = d/dtheta <g, u> is one more backward through that graph
@@ -51,8 +51,7 @@ Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 _V_FLOOR = 1e-30
 EXACT_ROUTES = ("reverse", "jvp")
-DEFAULT_EXACT_ROUTE = "reverse"
-"""Route of ``mode='exact'`` when :func:`hyper_step` is not given one (read at call time)."""
+"""Routes of ``mode='exact'``: reverse-over-reverse (the default) and forward-over-reverse."""
 
 
 class InnerOptimizer:
@@ -384,12 +383,12 @@ def loss_and_grads(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn
 
 def hyper_step(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, x: Tensor, draw: dict[str, Tensor],
                y: Tensor, x_real: Tensor, y_real: Tensor, loss_fn: LossFn, mode: str = "exact",
-               autocast: Callable[[], object] = nullcontext, exact_route: Optional[str] = None
+               autocast: Callable[[], object] = nullcontext, exact_route: str = "reverse"
                ) -> tuple[Tensor, Tensor, Params, Params, Params]:
     """One Learn2Synth iteration without side effects.
 
-    ``mode``: 'exact' (route ``exact_route``, default :data:`DEFAULT_EXACT_ROUTE`), 'naive' or
-    'approx' (see the module docstring). Returns (L_synth, L_real(phi*), g = dL_synth/dphi, phi*,
+    ``mode``: 'exact' (by ``exact_route``: 'reverse', reverse-over-reverse, or 'jvp',
+    forward-over-reverse), 'naive' or 'approx' (see the module docstring). Returns (L_synth, L_real(phi*), g = dL_synth/dphi, phi*,
     hypergradient dL_real/dtheta)."""
     phi = dict(net.named_parameters())
     theta = dict(aug.named_parameters())
@@ -399,7 +398,7 @@ def hyper_step(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, x: Tensor,
         return loss_synth, loss_real, grads, phi_star, hyper
     if mode not in ("exact", "approx"):
         raise ValueError(f"unknown hypergradient mode {mode!r}")
-    route = (exact_route or DEFAULT_EXACT_ROUTE) if mode == "exact" else None
+    route = exact_route if mode == "exact" else None
     if route is not None and route not in EXACT_ROUTES:
         raise ValueError(f"unknown exact route {route!r} (one of {EXACT_ROUTES})")
     if route == "reverse":

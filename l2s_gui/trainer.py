@@ -244,7 +244,7 @@ class Trainer:
             x_real, y_real = self._real_batch()
             loss_synth, loss_real, grads, phi_star, hyper = hyper_step(
                 self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,
-                mode=t.hypergradient, autocast=self.autocast)
+                mode=t.hypergradient, autocast=self.autocast, exact_route=t.hypergradient_route)
             if self.world > 1:
                 grads = self._all_reduce(grads)
                 phi_star = self.inner.update({k: p.detach() for k, p in phi.items()}, grads)

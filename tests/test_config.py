@@ -103,3 +103,99 @@ def test_new_training_and_noise_keys_are_validated():
         Config.from_dict({"augmentation": {"sigma_range": [0.2, 0.1]}})
     with pytest.raises(ConfigError, match="augmentation"):   # nothing to learn
         Config.from_dict({"augmentation": {"noise": "uniform", "inu": False}})
+
+
+def _bounded_specs():
+    from l2s_gui.config import config_fields
+
+    return [s for s in config_fields() if s.item_type in (int, float) and not s.choices
+            and (s.min is not None or s.upper_bound() is not None)]
+
+
+def _with(spec, item):
+    """A value of ``spec``'s type holding ``item`` (a list of the longest allowed length, else of one)."""
+    if not spec.is_list:
+        return item
+    n = max(spec.lengths) if spec.lengths else max(spec.min_length, 1)
+    if spec.key == "data.patch_size":
+        n = Config().data.ndim
+    return [item] * n
+
+
+def test_every_setting_has_a_spec_with_its_default_and_help():
+    import dataclasses
+
+    from l2s_gui.config import config_fields, field_spec
+
+    specs = config_fields()
+    keys = [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(getattr(Config(), s.name))]
+    assert [s.key for s in specs] == keys
+    defaults = Config()
+    for spec in specs:
+        assert spec.help and spec.doc.startswith(spec.help), spec.key
+        assert spec.value(defaults) == spec.default, spec.key
+        spec.check(spec.default, defaults)  # every default is in its range
+    assert field_spec("training.hypergradient").choices == ("exact", "naive", "approx")
+    assert field_spec("data.voxel_size").item_type is float and field_spec("data.voxel_size").lengths == (0, 1, 3)
+    with pytest.raises(KeyError):
+        field_spec("training.nope")
+
+
+@pytest.mark.parametrize("spec", _bounded_specs(), ids=lambda s: s.key)
+def test_validation_rejects_just_outside_each_spec_range_and_accepts_its_ends(spec):
+    """The ranges the GUI shows (config_fields) are the ones validation applies."""
+    from l2s_gui.config import config_fields
+
+    step = 1 if spec.item_type is int else 1e-3
+    cases = []
+    if spec.min is not None:
+        cases.append((spec.min if spec.min_exclusive else spec.min - step, spec.min + step if spec.min_exclusive
+                      else spec.min))
+    high = spec.upper_bound()
+    if high is not None:
+        cases.append((high if spec.max_exclusive else high + step, high - step if spec.max_exclusive else high))
+    for bad, good in cases:
+        bad, good = spec.item_type(bad), spec.item_type(good)
+        with pytest.raises(ConfigError) as info:
+            Config.from_dict({spec.section: {spec.name: _with(spec, bad)}})
+        assert str(info.value).startswith(spec.key), str(info.value)
+        if spec.key != "data.patch_size":  # sizes must also be multiples of 16
+            data = {spec.section: {spec.name: _with(spec, good)}}
+            for user in config_fields():  # settings bounded by this one: at their lowest
+                if user.max_key == spec.key:
+                    data.setdefault(user.section, {})[user.name] = _with(user, user.min)
+            Config.from_dict(data)
+
+
+def test_the_inu_exponents_upper_bound_is_inu_c_max():
+    from l2s_gui.config import field_spec
+
+    spec = field_spec("augmentation.inu_c_init")
+    cfg = Config.from_dict({"augmentation": {"inu_c_max": 0.5, "inu_c_init": [0.5]}})
+    assert spec.upper_bound(cfg) == 0.5 and spec.upper_bound() == Config().augmentation.inu_c_max
+    assert spec.range_text(cfg) == "in [0, inu_c_max=0.5]"
+    with pytest.raises(ConfigError, match=r"augmentation.inu_c_init: each value must be in \[0, inu_c_max=0.5\]"):
+        Config.from_dict({"augmentation": {"inu_c_max": 0.5, "inu_c_init": [0.6]}})
+
+
+def test_list_lengths_come_from_the_spec():
+    with pytest.raises(ConfigError, match=r"data.voxel_size: must have 0, 1 or 3 values"):
+        Config.from_dict({"data": {"voxel_size": [1.0, 1.0]}})
+    with pytest.raises(ConfigError, match=r"network.widths: must have at least 1 value"):
+        Config.from_dict({"network": {"widths": []}})
+
+
+def test_default_yaml_and_readme_table_are_generated_from_the_schema():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "config_docs.py"
+    spec = importlib.util.spec_from_file_location("config_docs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "run python scripts/config_docs.py"
+    table = module.readme_table()
+    from l2s_gui.config import config_fields
+
+    for field in config_fields():
+        assert f"| `{field.key}` |" in table
