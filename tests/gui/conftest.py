@@ -43,13 +43,11 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def errors(monkeypatch):
-    """The error notifications of both widgets, collected (in order) instead of shown."""
-    import l2s_napari._segment_widget as segment_widget
-    import l2s_napari._training_widget as training_widget
+    """The error notifications of every widget, collected (in order) instead of shown."""
+    import l2s_napari._notify as notify
 
     seen: list[str] = []
-    for module in (training_widget, segment_widget):
-        monkeypatch.setattr(module, "notify_error", seen.append)
+    monkeypatch.setattr(notify, "notify_error", seen.append)
     return seen
 
 

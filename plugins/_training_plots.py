@@ -53,7 +53,7 @@ class _Series:
 
 
 class TrainingPlots(QWidget):
-    """Three plots side by side; feed them run-folder events (JSON dicts) with :meth:`add_events`.
+    """Three plots side by side; feed them run-folder events (:mod:`l2s_gui.events`) with :meth:`add_events`.
 
     Curves are redrawn at most every ``min_interval_ms`` (a pyqtgraph repaint plus the window
     composite costs tens of milliseconds in software OpenGL; once a second is plenty for a human).
@@ -137,7 +137,7 @@ class TrainingPlots(QWidget):
     def _add(self, key: str, x: float, y: Any) -> None:
         self.series.setdefault(key, _Series()).add(x, y)
 
-    def add_events(self, events: list[dict[str, Any]]) -> None:
+    def add_events(self, events: list) -> None:
         touched = False
         for e in events:
             try:
@@ -149,22 +149,23 @@ class TrainingPlots(QWidget):
             if not self._throttle.isActive():
                 self._flush()  # draw now, then at most once per interval
 
-    def _add_event(self, e: dict[str, Any]) -> bool:
-        kind, step = e.get("kind"), e.get("step", 0)
-        if kind == "step":
-            self._add("loss_synth", step, e.get("loss_synth"))
-            self._add("loss_real", step, e.get("loss_real"))
-            theta = e.get("theta") or {}
-            for name, value in theta.items():
+    def _add_event(self, e) -> bool:
+        from l2s_gui.events import StepEvent, ValidationEvent
+
+        step = e.step
+        if isinstance(e, StepEvent):
+            self._add("loss_synth", step, e.loss_synth)
+            self._add("loss_real", step, e.loss_real)
+            for name, value in (e.theta or {}).items():
                 if isinstance(value, (list, tuple)):
                     for k, v in enumerate(value):
                         self._add(f"{name}_{k + 1}", step, v)
                 else:
                     self._add(name, step, value)
             return True
-        if kind == "validation":
-            self._add("mean_dice", step, e.get("mean_dice"))
-            for label, value in (e.get("dice") or {}).items():
+        if isinstance(e, ValidationEvent):
+            self._add("mean_dice", step, e.mean_dice)
+            for label, value in (e.dice or {}).items():
                 self._add(f"dice_{label}", step, value)
             return True
         return False

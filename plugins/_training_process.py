@@ -76,7 +76,7 @@ class TrainingProcess(QObject):
         proc.errorOccurred.connect(self._on_error)
         proc.setWorkingDirectory(str(self.run_dir.parent if self.run_dir.parent.is_dir() else Path.cwd()))
         self._proc = proc
-        proc.start(sys.executable, ["-m", "l2s_napari._launch", "--nice", str(NICE), "--", *args])
+        proc.start(sys.executable, ["-m", "l2s_napari._niced_cli", "--nice", str(NICE), "--", *args])
         self.started.emit()
 
     def _read_output(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._layers import find_role, other_layers_extent, upsert
+from ._owned_layers import find_role, other_layers_extent, upsert
 
 TILES = [
     # role, title, column
