@@ -15,6 +15,7 @@ from typing import Iterable, Optional
 from .errors import L2SError
 
 EXAMPLES = """examples:
+  l2s gui                                    napari with the sample loaded and training ready (Start)
   l2s demo                                   train briefly on the built-in sample and segment it
   l2s train config.yaml -o runs/exp1         train (config: see resources/configs/default.yaml)
   l2s train config.yaml -o runs/exp1 --set training.steps=5000 --set data.ndim=3
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--steps", type=int, help="new total number of steps")
     r.add_argument("--quiet", action="store_true")
+
+    g = sub.add_parser("gui", help="open napari with the built-in sample loaded and the training widget ready")
+    g.add_argument("--no-sample", action="store_true", help="start without the built-in sample")
+    g.add_argument("--open", metavar="RUN_DIR", help="open (and follow) a run folder")
+    g.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
 
     w = sub.add_parser("watch", help="follow the progress of a run folder (e.g. synced from a server)")
     w.add_argument("run_dir")
@@ -363,6 +369,26 @@ def cmd_watch(args) -> int:
         time.sleep(1.0)
 
 
+def gui_command(args) -> list[str]:
+    """The command line of the GUI process (the plugin's ``python -m l2s_napari``; the engine itself
+    never imports napari)."""
+    argv = [sys.executable, "-m", "l2s_napari", "--size", args.size]
+    if args.no_sample:
+        argv.append("--no-sample")
+    if args.open:
+        argv += ["--open", str(args.open)]
+    return argv
+
+
+def cmd_gui(args) -> int:
+    import subprocess
+
+    missing = [name for name in ("napari", "l2s_napari") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise L2SError(f"the GUI needs {' and '.join(missing)}: pip install -e \".[gui]\" (napari, Qt, the plugin)")
+    return subprocess.call(gui_command(args))
+
+
 def cmd_segment(args) -> int:
     from .segment import segment_files
 
@@ -418,7 +444,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment, "demo": cmd_demo}
+COMMANDS = {"gui": cmd_gui, "train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment, "demo": cmd_demo}
 
 
 def _one_line(text: str) -> str:
