@@ -201,11 +201,11 @@ class InspectTab(QWidget):
 
     # ------------------------------------------------------------------------------------ results
     def _inspect_origin(self, shape: tuple[int, ...]) -> list[float]:
-        """Top-left of the inspection row: under the preview tiles (or next to the data)."""
+        """Top-left of the inspection row: right of the preview tiles (or under the data)."""
         synthetic = find_role(self.viewer, "preview_synthetic")
-        if synthetic is not None:
+        if synthetic is not None:  # beside the preview column, level with its first tile
             y, x = synthetic.translate[-2:]
-            return [float(y + synthetic.data.shape[-2] * 1.15), float(x)]
+            return [float(y), float(x + synthetic.data.shape[-1] * 1.15)]
         extent = other_layers_extent(self.viewer)
         if extent is None:
             return [0.0, 0.0]

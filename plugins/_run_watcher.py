@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
 from l2s_gui.runs import RunReader
 
@@ -25,9 +25,13 @@ class RunWatcher(QObject):
     preview_arrived = Signal(dict)
     restarted = Signal()
 
-    def __init__(self, parent: Optional[QObject] = None, interval_ms: int = 500):
+    def __init__(self, parent: Optional[QObject] = None, interval_ms: int = 1000, preview_interval_ms: int = 2000):
+        """``preview_interval_ms``: the latest preview is read (and drawn) at most this often: decoding
+        it and redrawing the canvas is most of what the GUI costs while a run trains."""
         super().__init__(parent)
         self.reader: Optional[RunReader] = None
+        self.preview_interval_ms = preview_interval_ms
+        self._since_preview = QElapsedTimer()
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll)
@@ -38,6 +42,7 @@ class RunWatcher(QObject):
 
     def watch(self, path: str | Path) -> None:
         self.reader = RunReader(path)
+        self._since_preview.invalidate()
         self.restarted.emit()
         self.poll()
         self._timer.start()
@@ -60,8 +65,10 @@ class RunWatcher(QObject):
         state = reader.state_if_changed()
         if state is not None:
             self.state_changed.emit(state)
-        preview = reader.preview_if_changed()
+        due = not self._since_preview.isValid() or self._since_preview.elapsed() >= self.preview_interval_ms
+        preview = reader.preview_if_changed() if due or not self._timer.isActive() else None
         if preview is not None:
+            self._since_preview.start()
             self.preview_arrived.emit(preview)
         if reader.more_events_pending() and self._timer.isActive():
             QTimer.singleShot(0, self.poll)  # catch up on a long past run without blocking

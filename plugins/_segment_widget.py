@@ -182,8 +182,10 @@ class SegmentWidget(QWidget):
         text = self.model_path.text().strip()
         if not text:
             return None
+        from l2s_gui.runs import RunFolder
+
         path = Path(text).expanduser()
-        return path / "model.safetensors" if path.is_dir() else path
+        return RunFolder(path).model_path if path.is_dir() else path
 
     def _model_problem(self) -> str:
         path = self.model_file()

@@ -56,12 +56,13 @@ class TrainingPlots(QWidget):
     """Three plots side by side; feed them run-folder events (:mod:`l2s_gui.events`) with :meth:`add_events`.
 
     Curves are redrawn at most every ``min_interval_ms`` (a pyqtgraph repaint plus the window
-    composite costs tens of milliseconds in software OpenGL; once a second is plenty for a human).
+    composite costs tens of milliseconds in software OpenGL; every two seconds is plenty for a human
+    following a training), without antialiasing (software painting of antialiased lines is slow).
     """
 
-    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark", min_interval_ms: int = 1000):
+    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark", min_interval_ms: int = 2000):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=True)
+        pg.setConfigOptions(antialias=False)
         self._throttle = QTimer(self)
         self._throttle.setSingleShot(True)
         self._throttle.setInterval(min_interval_ms)

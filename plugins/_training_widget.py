@@ -420,7 +420,9 @@ class TrainingWidget(QWidget):
         """Open a run folder: restore plots and previews, then follow it live."""
         run = RunFolder(Path(path).expanduser())
         if not run.looks_like_run():
-            _notify.notify_error(f"{run.path}: not a run folder (no config.yaml or state.json)")
+            from l2s_gui.runs import CONFIG_NAME, STATE_NAME
+
+            _notify.notify_error(f"{run.path}: not a run folder (no {CONFIG_NAME} or {STATE_NAME})")
             return False
         if self.process.is_running() and self.run_dir is not None and run.path.resolve() != self.run_dir.resolve():
             _notify.notify_warning("a training started here is still running; stop it before opening another run")
