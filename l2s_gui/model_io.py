@@ -24,7 +24,7 @@ from .config import Config
 from .errors import ConfigError, InputError
 from .labels import LabelTable
 from .nets import UNet
-from .runs import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 
 FORMAT = "l2s-gui-model"
 FORMAT_VERSION = 1

@@ -164,11 +164,6 @@ class SourceList(_FollowsLayers, QListWidget):
         self.refresh()
         self.changed.emit()
 
-    def set_checked_layer(self, name: str, checked: bool = True) -> None:
-        self._state[f"layer:{name}"] = checked
-        self.refresh()
-        self.changed.emit()
-
     def refresh(self, *_args) -> None:
         self.blockSignals(True)
         self.clear()

@@ -68,14 +68,6 @@ def _kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def other_layers_extent(viewer, exclude_prefix: tuple[str, ...] = ("preview", "inspect")) -> Optional[np.ndarray]:
     """World extent (2 x ndim) of the layers not owned by the plugin's previews, or None."""
     boxes = []
