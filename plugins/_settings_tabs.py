@@ -12,12 +12,14 @@ from ._form_widgets import tab_page
 
 AUGMENTATION_KEYS = ["training.method", "augmentation.kind", "augmentation.noise", "augmentation.sigma_init",
                      "augmentation.sigma_range", "augmentation.inu", "augmentation.inu_nodes",
-                     "augmentation.inu_c_init", "augmentation.residual_widths"]
+                     "augmentation.inu_c_init", "augmentation.inu_c_max", "augmentation.residual_widths"]
 SAMPLE_KEYS = ["data.ndim", "data.slice_axis", "data.patch_size", "data.batch_size", "data.voxel_size"]
 NETWORK_KEYS = ["network.widths", "network.norm", "network.activation"]
-OPTIMISATION_KEYS = ["training.steps", "training.lr_segmentation", "training.lr_augmentation",
+OPTIMISATION_KEYS = ["training.steps", "training.lr_segmentation", "training.lr_segmentation_schedule",
+                     "training.lr_segmentation_final", "training.lr_augmentation",
                      "training.lr_augmentation_schedule", "training.lr_augmentation_final"]
-ADVANCED_KEYS = ["training.inner_optimizer", "training.hypergradient", "training.hyper_every",
+ADVANCED_KEYS = ["training.inner_optimizer", "training.hypergradient", "training.hypergradient_route",
+                 "training.hyper_every",
                  "training.hyper_start", "training.seed", "training.precision"]
 REPORTING_KEYS = ["training.preview_every", "training.val_every", "training.checkpoint_every"]
 WARM_START_KEYS = ["training.init_from", "training.init_theta_from"]
@@ -82,6 +84,7 @@ class ModelTab(QWidget):
         inu = parametric and form["augmentation.inu"].isChecked()
         form["augmentation.inu_nodes"].setEnabled(inu)
         form["augmentation.inu_c_init"].setEnabled(inu)
+        form["augmentation.inu_c_max"].setEnabled(inu)
         uniform = form.editors["augmentation.noise"].read() == "uniform"
         form["augmentation.sigma_range"].setEnabled(parametric and uniform)
         form["augmentation.sigma_init"].setEnabled(parametric and not uniform)
@@ -115,7 +118,11 @@ class TrainingTab(QWidget):
         self.buttons_layout = QVBoxLayout()
         layout.addLayout(self.buttons_layout)
         layout.addStretch(1)
-        schedule = form["training.lr_augmentation_schedule"]
-        schedule.currentIndexChanged.connect(
-            lambda *_: form["training.lr_augmentation_final"].setEnabled(
-                form.editors["training.lr_augmentation_schedule"].read() == "cosine"))
+        for which in ("segmentation", "augmentation"):
+            schedule, final = f"training.lr_{which}_schedule", f"training.lr_{which}_final"
+
+            def follow(*_args, schedule=schedule, final=final):
+                form[final].setEnabled(form.editors[schedule].read() == "cosine")
+
+            form[schedule].currentIndexChanged.connect(follow)
+            follow()
