@@ -307,9 +307,9 @@ class ModelChoice(QWidget):
 
         text = str(value or "").strip()
         starter = self.starter_path()
-        if text.lower() == STARTER_NAME or (starter is not None and text == str(starter)):
-            self.combo.setCurrentIndex(self.STARTER if starter is not None else self.NONE)
-        elif text:
+        if starter is not None and (text.lower() == STARTER_NAME or text == str(starter)):
+            self.combo.setCurrentIndex(self.STARTER)
+        elif text:  # (also "starter" without a starter model: kept, and Start says what is missing)
             self.path_edit.setText(text)
             self.combo.setCurrentIndex(self.FILE)
         else:
