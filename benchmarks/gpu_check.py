@@ -32,8 +32,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -41,9 +41,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
-
-LEFT_RIGHT = {"wm": (2, 41), "gm": (3, 42), "hippo": (17, 53)}
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -209,7 +206,8 @@ def check_torchrun(device: torch.device, data: Path, tmp: Path) -> str:
     cfg_path = tmp / "torchrun.yaml"
     cfg_path.write_text(yaml.safe_dump(config_dict(data, str(device) if device.type == "cpu" else "cuda", 2)))
     run = tmp / "torchrun_run"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "l2s_gui.cli",
            "train", str(cfg_path), "-o", str(run), "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
@@ -231,7 +229,8 @@ def paths(device: torch.device, data: Path, tmp: Path) -> list[tuple[str, Callab
                                                                   data={"label_table": "freesurfer_4class"}))))
     out.append(("generator-parts-2d", lambda: check_generator_parts(device, 2)))
     out.append(("generator-parts-3d", lambda: check_generator_parts(device, 3)))
-    out.append(("train-3d-skull-strip", lambda: train(config_dict(data, dev, 3, data={"label_table": "freesurfer_4class"}, synthesis={"skull_strip_probability": 0.5}))))
+    out.append(("train-3d-skull-strip", lambda: train(config_dict(
+        data, dev, 3, data={"label_table": "freesurfer_4class"}, synthesis={"skull_strip_probability": 0.5}))))
     for ndim in (2, 3):
         for name, mode, route in (("naive", "naive", "reverse"), ("exact", "exact", "reverse"),
                                   ("exact-jvp", "exact", "jvp"), ("approx", "approx", "reverse")):

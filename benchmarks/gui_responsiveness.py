@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-
 TRACE = None  # set to a list to record late timer samples (for profiling)
 
 
@@ -77,11 +76,6 @@ def speed_from_metrics(run_dir: Path, skip: int = 10) -> float:
         return float("nan")
     (s0, t0), (s1, t1) = steps[0], steps[-1]
     return (s1 - s0) / (t1 - t0) if t1 > t0 else float("nan")
-
-
-def wall_speed(run_dir: Path, skip: int = 10) -> float:
-    """it/s from the wall-clock times at which step lines were appended (includes all overheads)."""
-    return speed_from_metrics(run_dir, skip)
 
 
 def run_headless(work: Path, pairs, steps: int, widths: list[int]) -> float:

@@ -4,8 +4,9 @@
     python benchmarks/profile_hypergrad.py --preset gpu --only 3d-128 --mode naive --trace /tmp/trace.json
 
 Prints the top operators by self time (CPU, and CUDA on a GPU) and a summary by phase (the
-``record_function`` ranges put around the parts of ``hyper_step``: synthetic pass, real pass,
-tangent, hypergradient). ``--trace`` also writes a Chrome trace.
+``record_function`` ranges that ``l2s_gui.hypergrad.hyper_step`` puts around its parts: synthetic
+pass, real pass, tangent, hypergradient). ``--route``: the route of ``--mode exact`` (reverse, the
+default, or jvp). ``--trace`` also writes a Chrome trace.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402
@@ -23,37 +24,13 @@ import run as bench  # noqa: E402
 from l2s_gui import hypergrad  # noqa: E402
 from l2s_gui.losses import soft_dice_loss  # noqa: E402
 
-PHASES = {  # functions of l2s_gui.hypergrad wrapped in record_function ranges while profiling
-    "loss_and_grads": "first-order pass (synthetic / real)",
-    "hypergradient_exact": "exact hypergradient",
-    "hypergradient_naive": "naive hypergradient",
-    "hypergradient_approx": "approx hypergradient",
-}
-
-
-def wrap_phases() -> None:
-    for name, label in PHASES.items():
-        original = getattr(hypergrad, name, None)
-        if original is None:
-            continue
-
-        def wrapped(*a, __original=original, __label=label, **kw):
-            with record_function(f"phase: {__label}"):
-                return __original(*a, **kw)
-        setattr(hypergrad, name, wrapped)
-    inner_tangent = hypergrad.InnerOptimizer.tangent
-
-    def tangent(self, *a, **kw):
-        with record_function("phase: inner update tangent"):
-            return inner_tangent(self, *a, **kw)
-    hypergrad.InnerOptimizer.tangent = tangent
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu", choices=sorted(bench.PRESETS))
     p.add_argument("--only", default="", help="first config whose name contains this")
     p.add_argument("--mode", default="exact", help="naive | exact | approx | plain")
+    p.add_argument("--route", default="reverse", choices=["reverse", "jvp"], help="route of --mode exact")
     p.add_argument("--device", default="auto")
     p.add_argument("--activation", default="elu")
     p.add_argument("--threads", type=int)
@@ -67,8 +44,8 @@ def main(argv=None) -> int:
     cfg = next(c for c in bench.PRESETS[args.preset].configs if args.only in c.name)
     data = bench.make_data(cfg)
     trainer = bench.make_trainer(cfg, data, str(device), activation=args.activation)
-    x, y, draw = trainer._synthetic_batch()
-    x_real, y_real = trainer._real_batch()
+    x, y, draw = trainer.sample_synthetic_batch()
+    x_real, y_real = trainer.sample_real_batch()
     phi = dict(trainer.net.named_parameters())
     _, grads = hypergrad.loss_and_grads(trainer.net, phi, x, y, soft_dice_loss, trainer.autocast)
     trainer.inner.commit(grads)
@@ -79,9 +56,9 @@ def main(argv=None) -> int:
                 x_aug = trainer.aug(x, draw)
             return hypergrad.loss_and_grads(trainer.net, phi, x_aug, y, soft_dice_loss, trainer.autocast)
         return hypergrad.hyper_step(trainer.net, trainer.aug, trainer.inner, x, draw, y, x_real, y_real,
-                                    soft_dice_loss, mode=args.mode, autocast=trainer.autocast)
+                                    soft_dice_loss, mode=args.mode, autocast=trainer.autocast,
+                                    exact_route=args.route)
 
-    wrap_phases()
     for _ in range(2):
         step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -52,10 +52,10 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +103,7 @@ class Preset:
     e2e_steps: int
     seg_repeats: int = 1
     note: str = ""
-    threads: Optional[int] = None  # torch.set_num_threads (CPU) unless --threads is given
+    threads: int | None = None  # torch.set_num_threads (CPU) unless --threads is given
 
 
 PRESETS: dict[str, Preset] = {
@@ -208,7 +208,7 @@ class PeakMemory:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
 
-    def measure(self, fn: Callable[[], object]) -> Optional[float]:
+    def measure(self, fn: Callable[[], object]) -> float | None:
         """Run ``fn`` once; return its peak memory in MiB (None when it cannot be measured)."""
         if self.device.type == "cuda":
             sync(self.device)
@@ -258,7 +258,7 @@ def round_robin(fns: dict[str, Callable[[], object]], device: torch.device, warm
                 "cpu_ms": statistics.median(cpu[k])} for k in fns}
 
 
-def load_average() -> Optional[list[float]]:
+def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
@@ -299,7 +299,7 @@ def make_config(cfg: BenchConfig, device: str, method: str = "learn2synth", **tr
 
 
 def make_trainer(cfg: BenchConfig, data: TrainingData, device: str, method: str = "learn2synth",
-                 activation: Optional[str] = None, channels_last: bool = False, **training) -> Trainer:
+                 activation: str | None = None, channels_last: bool = False, **training) -> Trainer:
     config = make_config(cfg, device, method, **training)
     if activation:
         config.network.activation = activation
@@ -308,6 +308,26 @@ def make_trainer(cfg: BenchConfig, data: TrainingData, device: str, method: str 
         fmt_ = torch.channels_last if cfg.ndim == 2 else torch.channels_last_3d
         trainer.net.to(memory_format=fmt_)
     return trainer
+
+
+def time_calls(module: torch.nn.Module, device: torch.device, totals: dict[str, float], key: str,
+               counting: dict[str, bool]) -> None:
+    """Add the wall time (ms, device synchronised) of each call of ``module`` to ``totals[key]`` while
+    ``counting['on']``, through forward pre- and post-hooks (the module is not modified)."""
+    start: list[float] = []
+
+    def before(_module, _args) -> None:
+        if counting["on"]:
+            sync(device)
+            start.append(time.perf_counter())
+
+    def after(_module, _args, _output) -> None:
+        if start:
+            sync(device)
+            totals[key] += 1e3 * (time.perf_counter() - start.pop())
+
+    module.register_forward_pre_hook(before)
+    module.register_forward_hook(after)
 
 
 def flat(grads: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -325,24 +345,22 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
     """Plain step vs hyper-step per mode on a fixed batch; agreement; peak memory."""
     trainer = make_trainer(cfg, data, str(device), activation=args.activation, channels_last=args.channels_last,
                            hyper_every=1, hyper_start=0)
-    x, y, draw = trainer._synthetic_batch()
-    x_real, y_real = trainer._real_batch()
-    trainer._synthetic_batch = lambda: (x, y, draw)          # fixed batch: synthesis out of the timing
-    trainer._real_batch = lambda: (x_real, y_real)
+    x, y, draw = trainer.sample_synthetic_batch()
+    x_real, y_real = trainer.sample_real_batch()
+    trainer.synthetic_batches = lambda: (x, y, draw)          # fixed batch: synthesis out of the timing
+    trainer.real_batches = lambda: (x_real, y_real)
     t = trainer.cfg.training
 
     def plain() -> None:
-        trainer.learns_theta = False
-        trainer.train_step()
+        trainer.train_step(hyper=False)
         trainer.step += 1
 
     def hyper(variant: str) -> Callable[[], None]:
         mode, route = _VARIANT[variant]
 
         def run() -> None:
-            trainer.learns_theta = True
             t.hypergradient, t.hypergradient_route = mode, route
-            trainer.train_step()
+            trainer.train_step(hyper=True)
             trainer.step += 1
         return run
 
@@ -379,7 +397,6 @@ def bench_steps(cfg: BenchConfig, data: TrainingData, device: torch.device, pres
             entry["rel_err_vs_naive_fp32"] = rel_err(hyper_vals[mode], reference_fp32)
         out["hyper"][mode] = entry
     out["n_parameters"] = sum(p.numel() for p in trainer.net.parameters())
-    del trainer
     return out
 
 
@@ -400,22 +417,8 @@ def bench_end_to_end(cfg: BenchConfig, data: TrainingData, device: torch.device,
     synth_ms = {k: 0.0 for k in variants}
     counting = {"on": False}
 
-    def instrument(key: str, trainer: Trainer) -> None:
-        original = trainer.synth.forward
-
-        def forward(*a, **kw):
-            if not counting["on"]:
-                return original(*a, **kw)
-            sync(device)
-            start = time.perf_counter()
-            result = original(*a, **kw)
-            sync(device)
-            synth_ms[key] += 1e3 * (time.perf_counter() - start)
-            return result
-        trainer.synth.forward = forward
-
     for key, trainer in variants.items():
-        instrument(key, trainer)
+        time_calls(trainer.synth, device, synth_ms, key, counting)
     # blocks of `block` steps per variant and round, starting at a multiple of `block`, so that the
     # amortised variant takes exactly one hyper-step per block
     block = max(args.amortise, 1) if args.amortise else 5
@@ -435,7 +438,7 @@ def bench_end_to_end(cfg: BenchConfig, data: TrainingData, device: torch.device,
     counting["on"] = True
     for _ in range(rounds):
         for key, trainer in variants.items():
-            total_ms[key] += timed(lambda: run_block(trainer), device)
+            total_ms[key] += timed(lambda trainer=trainer: run_block(trainer), device)
     counting["on"] = False
     steps = rounds * block
     out: dict = {"steps": steps, "warmup_steps": warm, "hyper_every_default": default_every}
@@ -508,7 +511,7 @@ def markdown(result: dict) -> str:
             continue
         h = s["hyper"]
 
-        def cell(mode: str) -> str:
+        def cell(mode: str, h: dict = h) -> str:
             if mode not in h:
                 return "-"
             text = f"{h[mode]['ms']:.1f} ({h[mode]['ratio_to_plain']:.2f}x"
@@ -516,7 +519,7 @@ def markdown(result: dict) -> str:
                 text += f"; cpu {h[mode]['cpu_ratio_to_plain']:.2f}x"
             return text + ")"
 
-        def err(mode: str) -> str:
+        def err(mode: str, h: dict = h) -> str:
             if mode not in h:
                 return "-"
             e = fmt(h[mode].get("rel_err_vs_naive"), ".1e")

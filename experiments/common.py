@@ -21,7 +21,6 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from l2s_gui.config import Config, DataConfig, RecoveryConfig
 from l2s_gui.data import TrainingData
 from l2s_gui.events import StepEvent, ValidationEvent
 from l2s_gui.losses import hard_dice
-from l2s_gui.recovery import PresetCorruption
+from l2s_gui.recovery_corruption import PresetCorruption
 from l2s_gui.synthesis import build_generator
 from l2s_gui.trainer import Trainer
 
@@ -211,7 +210,8 @@ def _train_run(spec: dict, folder: Path) -> dict:
             row.update(_flatten_theta({k: v for k, v in ev.theta.items() if k in ("sigma", "c")}))
             history.append(row)
         elif isinstance(ev, ValidationEvent):
-            validation.append({"step": ev.step, "mean_dice": ev.mean_dice, **{f"dice_{k}": v for k, v in ev.dice.items()}})
+            validation.append({"step": ev.step, "mean_dice": ev.mean_dice,
+                               **{f"dice_{k}": v for k, v in ev.dice.items()}})
         elif getattr(ev, "kind", "") == "done" and ev.reason != "finished":
             raise RuntimeError(f"run {spec['name']} ended with {ev.reason}: {ev.message}")
     wall = time.perf_counter() - start

@@ -45,7 +45,7 @@ def recovery_rows(exp: dict, L: list[dict]) -> list[dict]:
         tol_sigma, tol_c = _targets(exp, p)
         start = r.get("start", {})
         row = {"preset": p["name"], "seed": r.get("seed", 0),
-               "preset_sigma": p.get("sigma", "") if fixed else "U[%g,%g]" % tuple(p["sigma_range"]),
+               "preset_sigma": p.get("sigma", "") if fixed else "U[{:g},{:g}]".format(*p["sigma_range"]),
                "start_sigma": start.get("sigma", ""),
                "learned_sigma": r["learned"].get("sigma"), "final_sigma": r["final"].get("sigma"),
                "paper_sigma": paper.get(p["name"], "")}
@@ -112,7 +112,8 @@ def recovery_summary(exp: dict, rows: list[dict]) -> list[dict]:
             row["c_met_by_mean"] = ok_c
             row["c_met_by_every_seed"] = all(r.get("c_on_target", True) for r in group)
         row["wall_s_mean"] = float(np.mean([r["wall_s"] for r in group]))
-        row["val_dice_end_mean"] = float(np.mean([r["val_dice_end"] for r in group if r["val_dice_end"] is not None] or [float("nan")]))
+        ends = [r["val_dice_end"] for r in group if r["val_dice_end"] is not None]
+        row["val_dice_end_mean"] = float(np.mean(ends or [float("nan")]))
         out.append(row)
     return out
 
@@ -137,7 +138,8 @@ def recovery_markdown(exp: dict, summary: list[dict]) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
 
     def add(label, key, digits=3, fn=None):
-        lines.append(f"| {label} | " + " | ".join((fn or (lambda v: _fmt(v, digits)))(r.get(key, "")) for r in summary) + " |")
+        show = fn or (lambda v: _fmt(v, digits))
+        lines.append(f"| {label} | " + " | ".join(show(r.get(key, "")) for r in summary) + " |")
 
     if not summary:
         return "No finished Learn2Synth runs.\n"
@@ -244,7 +246,8 @@ def base_markdown(B: list[dict]) -> str:
     if not B:
         return ""
     tests = list(B[0]["dice"])
-    lines = ["| seed | " + " | ".join(f"test {t}" for t in tests) + " | drop clean -> last | validation Dice | wall (s) |",
+    lines = ["| seed | " + " | ".join(f"test {t}" for t in tests)
+             + " | drop clean -> last | validation Dice | wall (s) |",
              "|---" * (len(tests) + 4) + "|"]
     for r in sorted(B, key=lambda r: r.get("seed", 0)):
         d = [r["dice"][t]["mean"] for t in tests]

@@ -27,15 +27,27 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
 
 import torch
 
-from .common import (DEFAULT_LABEL_MAPS, EXPERIMENTS, MODES, common_shape, deep_merge, load_experiment,
-                     preset_recovery, preset_sigma_value, run_folder, spec_id, split_maps, train_run)
+from .common import (
+    DEFAULT_LABEL_MAPS,
+    EXPERIMENTS,
+    MODES,
+    common_shape,
+    deep_merge,
+    load_experiment,
+    preset_recovery,
+    preset_sigma_value,
+    run_folder,
+    spec_id,
+    split_maps,
+    train_run,
+)
 from .prep import DEFAULT_CACHE, prepare_label_maps
 from .report import write_report
 
@@ -75,7 +87,8 @@ def _corruption(p: dict) -> dict:
 
 def _test_spec(exp: dict, data: dict, presets: list[dict] | None = None) -> dict:
     t = exp.get("test", {})
-    return {"maps": data["test"], "presets": [_corruption(p) for p in (presets if presets is not None else exp["presets"])],
+    presets = presets if presets is not None else exp["presets"]
+    return {"maps": data["test"], "presets": [_corruption(p) for p in presets],
             "images": int(t.get("images", 64)), "seed": int(t.get("seed", 12345))}
 
 
@@ -112,8 +125,9 @@ def base_specs(exp: dict, data: dict) -> dict[int, dict]:
         for key in ("lr_augmentation", "lr_augmentation_schedule", "lr_augmentation_final", "hypergradient",
                     "hyper_every"):   # theta's settings: not used here, kept out of the run's identity
             cfg["training"].pop(key, None)
-        out[seed] = {"name": f"B_s{seed}", "label": f"base seed {seed}", "role": "B", "preset": {"name": "0", "sigma": 0.0},
-                     "config": cfg, "test": _test_spec(exp, data, exp["base_test_presets"])}
+        out[seed] = {"name": f"B_s{seed}", "label": f"base seed {seed}", "role": "B",
+                     "preset": {"name": "0", "sigma": 0.0}, "config": cfg,
+                     "test": _test_spec(exp, data, exp["base_test_presets"])}
     return out
 
 
@@ -290,7 +304,8 @@ def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: lis
                   for i, s in enumerate(L) if s["preset"]["name"] in dice_presets
                   and s["config"]["training"]["seed"] in dice_exp["seeds"]]
         tasks += [Task(f"N{i}", [f"B{s['config']['training']['seed']}"], fixed(s)) for i, s in enumerate(N)]
-    log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {sum(t.key.startswith('O') for t in tasks)} O), {jobs} at a time")
+    n_oracle = sum(t.key.startswith("O") for t in tasks)
+    log(f"  {len(tasks)} runs ({len(bases)} base, {len(L)} L, {len(N)} N, {n_oracle} O), {jobs} at a time")
     results = run_tasks(tasks, runs_dir, jobs, threads, log, finished_only)
     B_res = [results[f"B{seed}"] for seed in bases if f"B{seed}" in results]
     L_res = [results[f"L{i}"] for i in range(len(L)) if f"L{i}" in results]
@@ -317,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     ap.add_argument("--factor", type=int, default=None, help="override the mode's downsampling factor")
-    ap.add_argument("--steps", type=int, default=None, help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
     ap.add_argument("--seeds", default=None, help="override the mode's seeds, e.g. 0 or 0,1,2")
     ap.add_argument("--finished-only", action="store_true",

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from l2s_gui.config import Config
+from l2s_gui.model_io import load_model
 
 from .common import build_test_sets, evaluate, publish
-from l2s_gui.model_io import load_model
 
 SIGMAS = [0.0, 0.05, 0.10, 0.15]
 CS = [0.25, 0.5, 1.0]
@@ -47,7 +47,8 @@ def measure(out: Path) -> dict:
         model = load_model(result.parent / "model.safetensors")
         t = spec["test"]
         sets, n_classes = build_test_sets(cfg, t["maps"], presets(), t["images"], t["seed"], torch.device("cpu"))
-        rows[f"seed {res['seed']}"] = {name: evaluate(model.net, x, y, n_classes)["mean"] for name, (x, y) in sets.items()}
+        rows[f"seed {res['seed']}"] = {name: evaluate(model.net, x, y, n_classes)["mean"]
+                                       for name, (x, y) in sets.items()}
     return rows
 
 

@@ -40,9 +40,9 @@ rounded up to a multiple of ``pad_multiple``. Smaller samples are centred in the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -141,6 +141,11 @@ class _Volumes:
         s = _COORD_STRIDE
         self.coords = [torch.nonzero(self.foreground(lab[::s, ::s, ::s])).to(torch.int32) * s for lab in labels]
 
+    def image(self, i: int) -> Tensor:
+        """The ``i``-th scan (only for volume sets loaded with their scans)."""
+        assert self.images is not None, "a label-only volume set has no scans"
+        return self.images[i]
+
     def foreground(self, lab: Tensor) -> Tensor:
         """Boolean mask of the voxels whose class is not background."""
         if self.is_foreground is None:
@@ -224,7 +229,7 @@ class TrainingData:
     @classmethod
     def from_config(cls, cfg: DataConfig, seed: int, need_label_maps: bool, need_real: bool,
                     pad_multiple: int = 1, log: Callable[[str], None] | None = None,
-                    val_label_maps: Sequence[str] = (), val_map_fraction: float = 0.0) -> "TrainingData":
+                    val_label_maps: Sequence[str] = (), val_map_fraction: float = 0.0) -> TrainingData:
         """Load what ``cfg`` lists (see the module docstring for every rule).
 
         Held-out label maps (recovery experiments: validation images from maps that synthesis
@@ -312,7 +317,8 @@ class TrainingData:
         if need_label_maps:
             for path, values, _ in compact:
                 table.to_classes(values, source=path)  # every value must be known to the table
-            gen_values = np.unique(np.concatenate([np.zeros(1, np.int64)] + [v.astype(np.int64) for _, v, _ in compact]))
+            gen_values = np.unique(np.concatenate([np.zeros(1, np.int64)]
+                                                  + [v.astype(np.int64) for _, v, _ in compact]))
             generation_classes = torch.from_numpy(table.to_classes(gen_values)).to(torch.int64)
             gdtype = _class_dtype(len(gen_values))
             for _, values, index in compact:
@@ -320,8 +326,9 @@ class TrainingData:
                 maps.append(torch.from_numpy(gen_ids[index.astype(np.intp, copy=False)]).to(gdtype))
         real: list[RealPair] = []
         if need_real:
-            for ip, lp, image, values, index in real_compact:
-                real.append(RealPair(Path(ip), Path(lp), torch.from_numpy(np.ascontiguousarray(image)),
+            for ip, lp, scan_data, values, index in real_compact:
+                assert scan_data is not None  # need_real: every pair was loaded with its scan
+                real.append(RealPair(Path(ip), Path(lp), torch.from_numpy(np.ascontiguousarray(scan_data)),
                                      to_tensor(values, index, lp)))
         train_idx, val_idx = split_pairs(pairs, cfg.val_fraction, seed) if need_real else ([], [])
         train = [real[i] for i in train_idx]
@@ -351,28 +358,12 @@ class TrainingData:
         return len(self._maps)
 
     @property
-    def n_held_out_maps(self) -> int:
-        return len(self._held_out) if self._held_out is not None else 0
-
-    @property
     def n_train(self) -> int:
         return len(self.train_pairs)
 
     @property
     def n_val(self) -> int:
         return len(self.val_pairs)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {"label_maps": self.n_label_maps, "train_pairs": self.n_train, "val_pairs": self.n_val}
-
-    @property
-    def has_validation(self) -> bool:
-        return self.n_val > 0
-
-    def describe(self) -> str:
-        return (f"{self.n_label_maps} label maps, {self.n_train} training pairs, {self.n_val} validation pairs; "
-                f"{self.n_classes} classes; {self.ndim}D samples of {'x'.join(map(str, self.spatial_shape))}")
 
     # ------------------------------------------------------------------ sampling
     def _draw(self, vols: _Volumes, generator: torch.Generator, with_image: bool,
@@ -382,7 +373,7 @@ class TrainingData:
             j = int(torch.randint(0, len(vols.slices), (1,), generator=generator))
             v, s = (int(t) for t in vols.slices[j])
             lab = vols.labels[v].select(self.slice_axis, s)
-            img = vols.images[v].select(self.slice_axis, s) if with_image else None
+            img = vols.image(v).select(self.slice_axis, s) if with_image else None
             center = None
             if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                 if fg_always or float(torch.rand((1,), generator=generator)) < FOREGROUND_BIAS:
@@ -391,7 +382,7 @@ class TrainingData:
         else:
             v = int(torch.randint(0, len(vols), (1,), generator=generator))
             lab = vols.labels[v]
-            img = vols.images[v] if with_image else None
+            img = vols.image(v) if with_image else None
             center = None
             if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                 coords = vols.coords[v]
@@ -425,7 +416,8 @@ class TrainingData:
         values = self.generation_values
         if flip is None or values is None:
             return None
-        if torch.equal(self.generation_classes, torch.arange(self.table.n_classes)) and values == list(self.table.values):
+        identity = torch.equal(self.generation_classes, torch.arange(self.table.n_classes))
+        if identity and values == list(self.table.values):
             return torch.tensor(flip, dtype=torch.int64)
         partner: dict[int, int] = {}
         for left, right in freesurfer_lr_pairs() + list(self.table.lr_pairs or []):
@@ -468,7 +460,7 @@ class TrainingData:
         if not self.n_train:
             raise RuntimeError("no real training pairs were loaded (need_real=False)")
         draws = [self._draw(self._train, generator, True) for _ in range(batch_size)]
-        images = torch.stack([d[0] for d in draws]).unsqueeze(1)
+        images = torch.stack([image for image, _ in draws if image is not None]).unsqueeze(1)  # with_image: all
         labels = torch.stack([d[1] for d in draws])
         return images.to(device), labels.to(device).long()
 
@@ -492,7 +484,7 @@ class TrainingData:
                 for j in chosen.tolist():
                     v, s = (int(t) for t in vols.slices[j])
                     lab = vols.labels[v].select(self.slice_axis, s)
-                    img = vols.images[v].select(self.slice_axis, s)
+                    img = vols.image(v).select(self.slice_axis, s)
                     center = None
                     if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                         nz = torch.nonzero(vols.foreground(lab))
@@ -503,7 +495,7 @@ class TrainingData:
                 count = max_items if self.patch_mode else min(max_items, len(vols))
                 for k in range(count):
                     v = k % len(vols)
-                    lab, img = vols.labels[v], vols.images[v]
+                    lab, img = vols.labels[v], vols.image(v)
                     center = None
                     if self.patch_mode and any(a > b for a, b in zip(lab.shape, self.spatial_shape)):
                         coords = vols.coords[v]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Callable
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -57,7 +57,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text or isinstance(exc, MemoryError))
 
 
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], object]:
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
     """A zero-argument context factory: bf16 autocast for the networks, or nothing."""
     if precision == "bf16":
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -47,8 +47,8 @@ class StepEvent(Event):
 
     kind: ClassVar[str] = "step"
     step: int
-    loss_synth: Optional[float]
-    loss_real: Optional[float]
+    loss_synth: float | None
+    loss_real: float | None
     theta: dict[str, Any]
     """Current augmentation parameters, e.g. {"sigma": 0.1, "c": [0.5, 0.5, 0.5]}."""
     it_per_s: float
@@ -106,12 +106,13 @@ class DoneEvent(Event):
     kind: ClassVar[str] = "done"
     step: int
     reason: str
-    model_path: Optional[str] = None
+    model_path: str | None = None
     message: str = ""
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent)
+    cls.kind: cls
+    for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent)
 }
 
 

@@ -38,16 +38,21 @@ Three modes for eq. 4:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Callable, Optional
+import functools
+import operator
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
+from torch.profiler import record_function
 
 Params = dict[str, Tensor]
+Autocast = Callable[[], AbstractContextManager]
+"""A zero-argument factory of the networks' autocast context (or ``nullcontext``)."""
 LossFn = Callable[[Tensor, Tensor], Tensor]
 _V_FLOOR = 1e-30
 EXACT_ROUTES = ("reverse", "jvp")
@@ -154,6 +159,11 @@ class InnerOptimizer:
         self.t = t
 
 
+def _phase(label: str) -> record_function:
+    """A named range in ``torch.profiler`` traces (``benchmarks/profile_hypergrad.py``); no effect on values."""
+    return record_function(f"phase: {label}")
+
+
 def _full(t: Tensor) -> Tensor:
     """Losses are computed in at least float32 (autocast may give bf16 logits)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -186,7 +196,7 @@ class _Convolution(torch.autograd.Function):
     :class:`DecomposedConvolutions`), so that a second backward through it stays cheap."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int], padding: list[int],
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None, stride: list[int], padding: list[int],
                 dilation: list[int], transposed: bool, output_padding: list[int], groups: int) -> Tensor:
         return torch.ops.aten.convolution(x, weight, bias, stride, padding, dilation, transposed, output_padding,
                                           groups)
@@ -253,7 +263,8 @@ class DecomposedConvolutions(TorchFunctionMode):
         x, weight, bias = bound["input"], bound["weight"], bound.get("bias")
         conv_args = (_as_list(bound.get("stride", 1), n), _as_list(bound.get("padding", 0), n),
                      _as_list(bound.get("dilation", 1), n), transposed,
-                     _as_list(bound.get("output_padding", 0), n) if transposed else [0] * n, int(bound.get("groups", 1)))
+                     _as_list(bound.get("output_padding", 0), n) if transposed else [0] * n,
+                     int(bound.get("groups", 1)))
         device_type = x.device.type
         if torch.is_autocast_enabled(device_type):
             dtype = torch.get_autocast_dtype(device_type)
@@ -266,7 +277,7 @@ class DecomposedConvolutions(TorchFunctionMode):
 
 def synthetic_pass_with_graph(net: nn.Module, aug: nn.Module, phi: Params, theta: Params, x: Tensor,
                               draw: dict[str, Tensor], y: Tensor, loss_fn: LossFn,
-                              autocast: Callable[[], object] = nullcontext
+                              autocast: Autocast = nullcontext
                               ) -> tuple[Tensor, list[str], tuple[Tensor, ...], list[str], list[Tensor]]:
     """L_synth and g = dL_synth/dphi as differentiable functions of theta (``create_graph=True``).
 
@@ -297,10 +308,11 @@ def hypergradient_reverse(names: list[str], grads: tuple[Tensor, ...], theta_nam
     return {k: (h if h is not None else torch.zeros_like(t)) for k, t, h in zip(theta_names, theta_req, hyper)}
 
 
-def hypergradient_exact(net: nn.Module, aug: nn.Module, phi: Params, theta: Params, x: Tensor,
+def hypergradient_jvp(net: nn.Module, aug: nn.Module, phi: Params, theta: Params, x: Tensor,
                         draw: dict[str, Tensor], y: Tensor, u: Params, loss_fn: LossFn,
-                        autocast: Callable[[], object] = nullcontext) -> Params:
-    """Eq. 4 by forward-over-reverse: w = jvp_phi[grad_x L_synth](u), then (dx_aug/dtheta)^T w."""
+                        autocast: Autocast = nullcontext) -> Params:
+    """Eq. 4 by forward-over-reverse (the 'jvp' route of mode 'exact'): w = jvp_phi[grad_x
+    L_synth](u), then (dx_aug/dtheta)^T w."""
     theta_req, x_aug = _augment_with_graph(aug, theta, x, draw)
     x0 = x_aug.detach()
     phi0 = _detached(phi)
@@ -312,7 +324,7 @@ def hypergradient_exact(net: nn.Module, aug: nn.Module, phi: Params, theta: Para
             return loss_fn(_full(logits), y)
         return torch.func.grad(loss_of_image)(x0)
 
-    _, w = torch.func.jvp(grad_wrt_image, (phi0,), ({k: u[k].detach() for k in phi0},))
+    w = torch.func.jvp(grad_wrt_image, (phi0,), ({k: u[k].detach() for k in phi0},))[1]
     return _theta_grads(x_aug, theta_req, w.to(x_aug.dtype))
 
 
@@ -324,8 +336,8 @@ def hypergradient_approx(net: nn.Module, aug: nn.Module, phi: Params, theta: Par
     x64 = x_aug.detach().double()
     phi64 = {k: p.detach().double() for k, p in phi.items()}
     u64 = {k: u[k].detach().double() for k in phi64}
-    u_norm = torch.sqrt(sum((t * t).sum() for t in u64.values()))
-    p_norm = torch.sqrt(sum((t * t).sum() for t in phi64.values()))
+    u_norm = torch.sqrt(functools.reduce(operator.add, [(t * t).sum() for t in u64.values()]))
+    p_norm = torch.sqrt(functools.reduce(operator.add, [(t * t).sum() for t in phi64.values()]))
     if float(u_norm) == 0.0:
         return {k: torch.zeros_like(t) for k, t in theta.items()}
     eps = rel_step * float(p_norm + 1.0) / float(u_norm)
@@ -343,7 +355,7 @@ def hypergradient_approx(net: nn.Module, aug: nn.Module, phi: Params, theta: Par
 
 def hypergradient_naive(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, phi: Params, theta: Params,
                         x: Tensor, draw: dict[str, Tensor], y: Tensor, x_real: Tensor, y_real: Tensor,
-                        loss_fn: LossFn, autocast: Callable[[], object] = nullcontext
+                        loss_fn: LossFn, autocast: Autocast = nullcontext
                         ) -> tuple[Params, Tensor, Tensor, Params, Params]:
     """Eq. 4 by double backward through a differentiable update (the reference code's route).
 
@@ -369,7 +381,7 @@ def hypergradient_naive(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, p
 
 
 def loss_and_grads(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
-                   autocast: Callable[[], object] = nullcontext) -> tuple[Tensor, Params]:
+                   autocast: Autocast = nullcontext) -> tuple[Tensor, Params]:
     """L and dL/dparams for the network run with ``params`` on (x, y) (first order)."""
     req = {k: p.detach().requires_grad_(True) for k, p in params.items()}
     with torch.enable_grad():
@@ -383,18 +395,19 @@ def loss_and_grads(net: nn.Module, params: Params, x: Tensor, y: Tensor, loss_fn
 
 def hyper_step(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, x: Tensor, draw: dict[str, Tensor],
                y: Tensor, x_real: Tensor, y_real: Tensor, loss_fn: LossFn, mode: str = "exact",
-               autocast: Callable[[], object] = nullcontext, exact_route: str = "reverse"
+               autocast: Autocast = nullcontext, exact_route: str = "reverse"
                ) -> tuple[Tensor, Tensor, Params, Params, Params]:
     """One Learn2Synth iteration without side effects.
 
     ``mode``: 'exact' (by ``exact_route``: 'reverse', reverse-over-reverse, or 'jvp',
-    forward-over-reverse), 'naive' or 'approx' (see the module docstring). Returns (L_synth, L_real(phi*), g = dL_synth/dphi, phi*,
-    hypergradient dL_real/dtheta)."""
-    phi = dict(net.named_parameters())
-    theta = dict(aug.named_parameters())
+    forward-over-reverse), 'naive' or 'approx' (see the module docstring). Returns (L_synth,
+    L_real(phi*), g = dL_synth/dphi, phi*, hypergradient dL_real/dtheta)."""
+    phi: Params = dict(net.named_parameters())
+    theta: Params = dict(aug.named_parameters())
     if mode == "naive":
-        hyper, loss_real, loss_synth, grads, phi_star = hypergradient_naive(
-            net, aug, inner, phi, theta, x, draw, y, x_real, y_real, loss_fn, autocast)
+        with _phase("naive hypergradient"):
+            hyper, loss_real, loss_synth, grads, phi_star = hypergradient_naive(
+                net, aug, inner, phi, theta, x, draw, y, x_real, y_real, loss_fn, autocast)
         return loss_synth, loss_real, grads, phi_star, hyper
     if mode not in ("exact", "approx"):
         raise ValueError(f"unknown hypergradient mode {mode!r}")
@@ -402,21 +415,26 @@ def hyper_step(net: nn.Module, aug: nn.Module, inner: InnerOptimizer, x: Tensor,
     if route is not None and route not in EXACT_ROUTES:
         raise ValueError(f"unknown exact route {route!r} (one of {EXACT_ROUTES})")
     if route == "reverse":
-        loss, names, graph_grads, theta_names, theta_req = synthetic_pass_with_graph(
-            net, aug, phi, theta, x, draw, y, loss_fn, autocast)
+        with _phase("synthetic pass with graph"):
+            loss, names, graph_grads, theta_names, theta_req = synthetic_pass_with_graph(
+                net, aug, phi, theta, x, draw, y, loss_fn, autocast)
         loss_synth = loss.detach()
         grads = {k: g.detach() for k, g in zip(names, graph_grads)}
     else:
-        with torch.no_grad():
-            x_aug = functional_call(aug, _detached(theta), (x, draw))
-        loss_synth, grads = loss_and_grads(net, phi, x_aug, y, loss_fn, autocast)
+        with _phase("first-order pass (synthetic)"):
+            with torch.no_grad():
+                x_aug = functional_call(aug, _detached(theta), (x, draw))
+            loss_synth, grads = loss_and_grads(net, phi, x_aug, y, loss_fn, autocast)
     phi_star = inner.update(_detached(phi), grads)
-    loss_real, v = loss_and_grads(net, phi_star, x_real, y_real, loss_fn, autocast)
-    u = inner.tangent(phi, grads, v)
-    if route == "reverse":
-        hyper = hypergradient_reverse(names, graph_grads, theta_names, theta_req, u)
-    elif route == "jvp":
-        hyper = hypergradient_exact(net, aug, phi, theta, x, draw, y, u, loss_fn, autocast)
-    else:
-        hyper = hypergradient_approx(net, aug, phi, theta, x, draw, y, u, loss_fn)
+    with _phase("first-order pass (real)"):
+        loss_real, v = loss_and_grads(net, phi_star, x_real, y_real, loss_fn, autocast)
+    with _phase("inner update tangent"):
+        u = inner.tangent(phi, grads, v)
+    with _phase(f"{mode} hypergradient" + (f" ({route})" if route else "")):
+        if route == "reverse":
+            hyper = hypergradient_reverse(names, graph_grads, theta_names, theta_req, u)
+        elif route == "jvp":
+            hyper = hypergradient_jvp(net, aug, phi, theta, x, draw, y, u, loss_fn, autocast)
+        else:
+            hyper = hypergradient_approx(net, aug, phi, theta, x, draw, y, u, loss_fn)
     return loss_synth, loss_real, grads, phi_star, hyper

@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,7 @@ class LabelTable:
     unlisted: str = "error"  # "error" | "background"
     name: str = ""
     description: str = ""
-    lr_pairs: Optional[list[tuple[int, int]]] = None  # [left, right] table values; None: not stated
+    lr_pairs: list[tuple[int, int]] | None = None  # [left, right] table values; None: not stated
 
     def __post_init__(self) -> None:
         where = f"label table {self.name!r}" if self.name else "label table"
@@ -167,20 +168,15 @@ class LabelTable:
         return (self.values, self.names, self.merge, self.unlisted, self.lr_pairs) == (
             other.values, other.names, other.merge, other.unlisted, other.lr_pairs)
 
-    def describe(self) -> str:
-        label = self.name or "label table"
-        return f"{label}: {self.n_classes} classes (" + ", ".join(
-            f"{v} {n}" for v, n in zip(self.values, self.names)) + ")"
-
     # ------------------------------------------------------------------ left/right
-    def _class_of(self, value: int) -> Optional[int]:
+    def _class_of(self, value: int) -> int | None:
         """The class an original label value is converted to (None: unknown to the table)."""
         pos = int(np.searchsorted(self._keys, value))
         if pos < len(self._keys) and int(self._keys[pos]) == value:
             return int(self._classes[pos])
         return 0 if self.unlisted == "background" else None
 
-    def inferred_lr_pairs(self) -> Optional[list[tuple[int, int]]]:
+    def inferred_lr_pairs(self) -> list[tuple[int, int]] | None:
         """``lr_pairs`` when stated, else the pairs found from FreeSurfer ids (module docstring);
         None when the table does not say which classes are sided and they cannot be found."""
         if self.lr_pairs is not None:
@@ -205,12 +201,12 @@ class LabelTable:
             targets = {self._class_of(partner[s]) for s in sided}
             if len(targets) != 1 or None in targets or 0 in targets:
                 return None  # a side without its other side (or split over several classes)
-            perm[i] = targets.pop()
+            perm[i] = targets.pop()  # type: ignore[assignment]  # None is excluded above
         if any(perm[perm[i]] != i for i in range(self.n_classes)):
             return None
         return [(self.values[i], self.values[j]) for i, j in enumerate(perm) if i < j]
 
-    def flip_classes(self) -> Optional[list[int]]:
+    def flip_classes(self) -> list[int] | None:
         """The class permutation of a left/right flip (class ``i`` of the flipped image is class
         ``flip_classes()[i]`` of the original), or None when the table does not allow a flip."""
         pairs = self.inferred_lr_pairs()
@@ -284,7 +280,7 @@ class LabelTable:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any] | str, source: str | Path | None = None) -> "LabelTable":
+    def from_json(cls, data: dict[str, Any] | str, source: str | Path | None = None) -> LabelTable:
         """From a mapping as written by :meth:`to_json` (or its JSON text)."""
         where = str(source) if source is not None else "label table"
         if isinstance(data, (str, bytes)):
@@ -316,7 +312,7 @@ class LabelTable:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_values(cls, values: Iterable[int], name: str = "auto") -> "LabelTable":
+    def from_values(cls, values: Iterable[int], name: str = "auto") -> LabelTable:
         """Every value becomes a class (0 always included); FreeSurfer-looking values get names."""
         vals = sorted(set(int(v) for v in values) | {0})
         lookup = freesurfer_names() if _looks_like_freesurfer(vals) else {}
@@ -325,7 +321,7 @@ class LabelTable:
                    description="every label value found in the training label maps is a class")
 
     @classmethod
-    def from_label_maps(cls, arrays: Sequence[np.ndarray]) -> "LabelTable":
+    def from_label_maps(cls, arrays: Sequence[np.ndarray]) -> LabelTable:
         """The sorted union of the values found in ``arrays`` (0 always included)."""
         found: set[int] = set()
         for arr in arrays:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ class LoadedModel:
     def net_multiple(self) -> int:
         return 2 ** (len(self.config.network.widths) - 1)
 
-    def to(self, device: torch.device | str) -> "LoadedModel":
+    def to(self, device: torch.device | str) -> LoadedModel:
         self.net.to(device)
         self.augmentation.to(device)
         return self
@@ -102,7 +103,7 @@ def training_voxel_size(config: Config, voxel_size: Sequence[float] | None = Non
         items = config.data.label_maps or config.data.real_images
         sizes = []
         for f in expand_paths(items, "data")[:max_files] if items else []:
-            affine = nib.load(str(f)).affine
+            affine = nib.load(str(f)).affine  # type: ignore[attr-defined]  # every supported format has one
             zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
             ras = np.empty(3)
             ras[orientations.io_orientation(affine)[:, 0].astype(int)] = zooms

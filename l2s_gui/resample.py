@@ -11,12 +11,11 @@ nearest neighbour (ids are never blended).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 
 __all__ = ["voxel_sizes", "target_shape", "resample", "resampled_affine"]
 
@@ -26,7 +25,7 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
     return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(0))
 
 
-def target_voxel_size(voxel_size: Sequence[float]) -> np.ndarray:
+def target_voxel_size(voxel_size: Sequence[float] | np.ndarray) -> np.ndarray:
     """``data.voxel_size`` as 3 values (one value means isotropic)."""
     v = [float(x) for x in voxel_size]
     return np.array(v * 3 if len(v) == 1 else v, dtype=np.float64)
@@ -36,7 +35,8 @@ MAX_RESAMPLED_VOXELS = 1 << 28
 """A resampled grid larger than this (1 GiB of float32) is refused rather than allocated."""
 
 
-def target_shape(shape: Sequence[int], sizes: Sequence[float], voxel_size: Sequence[float]) -> list[int]:
+def target_shape(shape: Sequence[int], sizes: Sequence[float] | np.ndarray,
+                 voxel_size: Sequence[float] | np.ndarray) -> list[int]:
     """Shape of the grid of ``voxel_size`` covering the field of view of ``shape`` x ``sizes``.
     Raises InputError when that grid would exceed :data:`MAX_RESAMPLED_VOXELS`."""
     target = target_voxel_size(voxel_size)

@@ -17,7 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import RunLockedError, write_error
 from .runs import LOCK_NAME, RunFolder, hostname
@@ -88,10 +88,10 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.command = command
-        self.took_over: Optional[str] = None
-        self._fd: Optional[int] = None
+        self.took_over: str | None = None
+        self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -142,14 +142,14 @@ class RunLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
-def lock_holder(run_dir: str | Path) -> Optional[dict[str, Any]]:
+def lock_holder(run_dir: str | Path) -> dict[str, Any] | None:
     """The holder's info ({} when unknown) while a live process holds the run's lock, else None
     (also when there is no lock file or locks are not supported)."""
     path = Path(run_dir) / LOCK_NAME
@@ -183,8 +183,8 @@ def check_not_locked(run_dir: str | Path, what: str) -> None:
                              f"(stop it first, or choose another run folder)")
 
 
-def writer_alive(run_dir: str | Path, state: Optional[dict[str, Any]] = None,
-                 now: Optional[float] = None) -> tuple[bool, str]:
+def writer_alive(run_dir: str | Path, state: dict[str, Any] | None = None,
+                 now: float | None = None) -> tuple[bool, str]:
     """(whether a process still writes this run, who or why not). Meant for runs whose state.json
     says running or paused."""
     run_dir = Path(run_dir)

@@ -22,7 +22,8 @@ import math
 import time
 import traceback
 from collections import deque
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,17 +32,17 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .augment import build_augmentation
+from .augment.base import Augmentation
 from .config import Config, check_data_present
 from .data import TrainingData
 from .device import autocast_factory, describe_device, is_out_of_memory, resolve_device
 from .errors import DeviceMemoryError, InputError, L2SError, out_of_memory_message
-from .events import (CheckpointEvent, DoneEvent, Event, LogEvent, PreviewEvent, StartEvent, StepEvent,
-                     ValidationEvent)
+from .events import CheckpointEvent, DoneEvent, Event, LogEvent, PreviewEvent, StartEvent, StepEvent, ValidationEvent
 from .hypergrad import InnerOptimizer, hyper_step, loss_and_grads
 from .losses import hard_dice, soft_dice_loss
 from .model_io import build_network, export_model, load_warm_start
+from .recovery_corruption import PresetCorruption
 from .runs import RunFolder
-from .recovery import PresetCorruption
 from .synthesis import build_generator
 
 OUTER_ADAM_EPS = 1e-15
@@ -78,22 +79,52 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+SyntheticBatch = tuple[Tensor, Tensor, dict[str, Tensor]]
+"""(x_synth, y_synth, draw): a SynthSeg image batch, its training classes and the augmentation's
+random draw (``A_theta.sample``), so that every pass of a hyper-step sees the same A_theta(x)."""
+RealBatch = tuple[Tensor, Tensor]
+"""(x_real, y_real) of eq. 3."""
+StepHook = Callable[["Trainer", float, float | None], None]
+"""Called after each iteration of :meth:`Trainer.run` with (trainer, L_synth or L_supervised,
+L_real or None); ``trainer.step`` is the number of iterations done."""
+
+
 class Trainer:
     """Train from a :class:`Config`; iterate :meth:`run` to get events.
 
     ``run``: a :class:`RunFolder` that receives config, metrics, previews and checkpoints (rank 0).
     ``control``: polled every iteration; returns None, 'pause', 'resume' or 'stop'. Defaults to the
-    run folder's control file. :meth:`request_stop` / :meth:`request_pause` work in-process.
+    run folder's control file. :meth:`request_stop` stops in-process.
+
+    Seams (keyword arguments, kept as public attributes of the same names, which may also be
+    replaced after construction, e.g. by a benchmark that fixes a batch it drew from the defaults):
+
+    * ``synthetic_batches() -> SyntheticBatch``: default :meth:`sample_synthetic_batch`;
+    * ``real_batches() -> RealBatch``: default :meth:`sample_real_batch`;
+    * ``augmentation``: the module A_theta (default: built from ``config.augmentation``), kept as
+      ``aug``;
+    * ``hyper_schedule(step) -> bool``: whether iteration ``step`` (0-based) takes the hyper-step;
+      default :meth:`is_hyper_step` (``hyper_start``, ``hyper_every``);
+    * ``segmentation_lr(step)`` / ``theta_lr(step) -> float``: the learning rates of eq. 2 and
+      eq. 5; defaults :meth:`segmentation_learning_rate` / :meth:`theta_learning_rate`;
+    * ``on_step``: a :data:`StepHook` called after every iteration of :meth:`run`.
     """
 
-    def __init__(self, config: Config, run: Optional[RunFolder] = None, resume: bool = False,
-                 control: Optional[Callable[[], Optional[str]]] = None, data: Optional[TrainingData] = None):
+    def __init__(self, config: Config, run: RunFolder | None = None, resume: bool = False,
+                 control: Callable[[], str | None] | None = None, data: TrainingData | None = None, *,
+                 synthetic_batches: Callable[[], SyntheticBatch] | None = None,
+                 real_batches: Callable[[], RealBatch] | None = None,
+                 augmentation: Augmentation | None = None,
+                 hyper_schedule: Callable[[int], bool] | None = None,
+                 segmentation_lr: Callable[[int], float] | None = None,
+                 theta_lr: Callable[[int], float] | None = None,
+                 on_step: StepHook | None = None):
         self.cfg = config
         self.run_folder = run
         self.rank, self.world = _distributed()
         self.writes = run is not None and self.rank == 0
         self._control = control or (run.read_control if run is not None else (lambda: None))
-        self._requested: Optional[str] = None
+        self._requested: str | None = None
         t = config.training
         check_data_present(config)
         self.device = resolve_device(t.device)
@@ -113,7 +144,9 @@ class Trainer:
         self.table = self.data.table
         self.n_classes = self.data.n_classes
         self.net = build_network(config, self.n_classes).to(self.device)
-        self.aug = build_augmentation(config.augmentation, config.data.ndim).to(self.device)
+        if augmentation is None:
+            augmentation = build_augmentation(config.augmentation, config.data.ndim)
+        self.aug: Augmentation = augmentation.to(self.device)
         vox = list(config.data.voxel_size) * (3 // max(len(config.data.voxel_size), 1)) or None
         if vox and config.data.ndim == 2:
             vox = [v for i, v in enumerate(vox) if i != config.data.slice_axis]
@@ -124,7 +157,7 @@ class Trainer:
                                      extracerebral=self.data.generation_extracerebral(),
                                      voxel_size_mm=vox).to(self.device)
         self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
-        self._val_cache: Optional[tuple[Tensor, Tensor]] = None
+        self._val_cache: tuple[Tensor, Tensor] | None = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
         theta = [p for p in self.aug.parameters() if p.requires_grad]
         self.learns_theta = self.method == "learn2synth" and bool(theta)
@@ -142,18 +175,18 @@ class Trainer:
         self._broadcast_parameters()
         if resume:
             self._load_latest_checkpoint()
+        self.synthetic_batches = synthetic_batches or self.sample_synthetic_batch
+        self.real_batches = real_batches or self.sample_real_batch
+        self.hyper_schedule = hyper_schedule or self.is_hyper_step
+        self.segmentation_lr = segmentation_lr or self.segmentation_learning_rate
+        self.theta_lr = theta_lr or self.theta_learning_rate
+        self.on_step = on_step
 
     # control
     def request_stop(self) -> None:
         self._requested = "stop"
 
-    def request_pause(self) -> None:
-        self._requested = "pause"
-
-    def request_resume(self) -> None:
-        self._requested = "resume"
-
-    def _poll(self) -> Optional[str]:
+    def _poll(self) -> str | None:
         if self._requested is not None:
             return self._requested
         return self._control() if self.rank == 0 else None
@@ -193,14 +226,15 @@ class Trainer:
             for p in list(self.net.parameters()) + list(self.aug.parameters()):
                 dist.broadcast(p.data, src=0)
 
-    def _synthetic_batch(self) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def sample_synthetic_batch(self) -> SyntheticBatch:
+        """Label maps -> SynthSeg images (``synthesis``) and the augmentation's draw, on the device."""
         labels = self.data.sample_generation_batch(self.cfg.data.batch_size, self.gen_data, self.device)
         with torch.no_grad():
             x, y = self.synth(labels, self.gen_device)
             draw = self.aug.sample(x, self.gen_device)
         return x, y, draw
 
-    def _real_batch(self) -> tuple[Tensor, Tensor]:
+    def sample_real_batch(self) -> RealBatch:
         """Real training pairs, or (recovery experiments) synthetic images with preset corruption."""
         if self.corruption is None:
             return self.data.sample_real_batch(self.cfg.data.batch_size, self.gen_data, self.device)
@@ -209,7 +243,7 @@ class Trainer:
             x, y = self.synth(labels, self.gen_device)
             return self.corruption(x, self.gen_device), y
 
-    def validation_set(self) -> Optional[tuple[Tensor, Tensor]]:
+    def validation_set(self) -> tuple[Tensor, Tensor] | None:
         """The fixed validation images and labels (None without validation data)."""
         if self._val_cache is None:
             if self.corruption is not None:
@@ -228,21 +262,34 @@ class Trainer:
                 self._val_cache = self.data.validation_batch(self.device)
         return self._val_cache
 
-    def train_step(self) -> tuple[float, Optional[float]]:
-        """One iteration; returns (L_synth or L_supervised, L_real or None)."""
+    def is_hyper_step(self, step: int) -> bool:
+        """The configured schedule: iteration ``step`` (0-based) takes the hyper-step when it is at
+        least ``hyper_start`` and ``step + 1`` is a multiple of ``hyper_every``."""
         t = self.cfg.training
+        return step >= t.hyper_start and (step + 1) % t.hyper_every == 0
+
+    def train_step(self, hyper: bool | None = None) -> tuple[float, float | None]:
+        """One iteration; returns (L_synth or L_supervised, L_real or None).
+
+        ``hyper``: take the hyper-step (True) or a plain synthetic step (False); None: as
+        ``hyper_schedule`` says, when theta is learnt. Does not advance ``step`` (:meth:`run` does)."""
         phi = self._params()
-        self.inner.lr = self.segmentation_learning_rate(self.step)
+        self.inner.lr = self.segmentation_lr(self.step)
         if self.method == "supervised":
-            x, y = self._real_batch()
+            x, y = self.real_batches()
             loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
-            self._last_batch = (x, x, y)
+            self._last_batch: tuple[Tensor, Any, Tensor] = (x, x, y)  # (x, draw, y); no draw here
             return float(loss), None
-        x, y, draw = self._synthetic_batch()
-        if self.learns_theta and self.step >= t.hyper_start and (self.step + 1) % t.hyper_every == 0:
-            x_real, y_real = self._real_batch()
-            loss_synth, loss_real, grads, phi_star, hyper = hyper_step(
+        if hyper is None:
+            hyper = self.learns_theta and self.hyper_schedule(self.step)
+        elif hyper and not self.learns_theta:
+            raise ValueError(f"method {self.method!r} with this augmentation learns no theta: no hyper-step")
+        x, y, draw = self.synthetic_batches()
+        if hyper:
+            t = self.cfg.training
+            x_real, y_real = self.real_batches()
+            loss_synth, loss_real, grads, phi_star, hypergradient = hyper_step(
                 self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,
                 mode=t.hypergradient, autocast=self.autocast, exact_route=t.hypergradient_route)
             if self.world > 1:
@@ -252,15 +299,16 @@ class Trainer:
                 for k, p in phi.items():
                     p.copy_(phi_star[k])
             self.inner.commit(grads)
-            hyper = self._all_reduce(hyper)
+            hypergradient = self._all_reduce(hypergradient)
             for name, p in self.aug.named_parameters():
-                p.grad = hyper[name].to(p.dtype)
+                p.grad = hypergradient[name].to(p.dtype)
+            assert self.outer is not None  # learns_theta: theta has parameters
             for group in self.outer.param_groups:
-                group["lr"] = self.theta_learning_rate(self.step)
+                group["lr"] = self.theta_lr(self.step)
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
             self.aug.constrain_()
-            result = float(loss_synth), float(loss_real)
+            result: tuple[float, float | None] = float(loss_synth), float(loss_real)
         else:
             with torch.no_grad():
                 x_aug = self.aug(x, draw)
@@ -288,7 +336,7 @@ class Trainer:
 
     # evaluation
     @torch.no_grad()
-    def validate(self) -> Optional[ValidationEvent]:
+    def validate(self) -> ValidationEvent | None:
         val = self.validation_set()
         if val is None:
             return None
@@ -300,9 +348,9 @@ class Trainer:
             y = labels[start:start + self.cfg.data.batch_size]
             with self.autocast():
                 pred = self.net(x).argmax(1)
-            dice = hard_dice(pred, y, self.n_classes)
-            present = ~torch.isnan(dice)
-            scores[present] += dice[present] * x.shape[0]
+            batch_dice = hard_dice(pred, y, self.n_classes)
+            present = ~torch.isnan(batch_dice)
+            scores[present] += batch_dice[present] * x.shape[0]
             counts[present] += x.shape[0]
         values = self.table.values
         dice = {str(values[c]): float(scores[c] / counts[c]) for c in range(1, self.n_classes) if counts[c] > 0}
@@ -310,7 +358,7 @@ class Trainer:
         return ValidationEvent(step=self.step, dice=dice, mean_dice=mean)
 
     @torch.no_grad()
-    def preview(self) -> Optional[PreviewEvent]:
+    def preview(self) -> PreviewEvent | None:
         if self.method == "supervised":
             x, _, y = self._last_batch
             augmented = x
@@ -346,10 +394,16 @@ class Trainer:
         return self.aug.theta()
 
     # checkpoints
-    def save_checkpoint(self) -> Optional[CheckpointEvent]:
+    @property
+    def _folder(self) -> RunFolder:
+        """The run folder, on the paths that write (``self.writes``) or resume: it exists there."""
+        assert self.run_folder is not None
+        return self.run_folder
+
+    def save_checkpoint(self) -> CheckpointEvent | None:
         if not self.writes:
             return None
-        tmp, final = self.run_folder.new_checkpoint_dir(self.step)
+        tmp, final = self._folder.new_checkpoint_dir(self.step)
         tensors = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         tensors.update({f"aug.{k}": v for k, v in self.aug.state_dict().items()})
         tensors.update({f"inner.{k}": v for k, v in self.inner.state_tensors().items()})
@@ -363,12 +417,12 @@ class Trainer:
         tensors["rng.data"] = self.gen_data.get_state()
         tensors["rng.device"] = self.gen_device.get_state()
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        self.run_folder.save_tensors(tensors, tmp / "state.safetensors")
+        self._folder.save_tensors(tensors, tmp / "state.safetensors")
         meta = {"step": self.step, "inner_t": self.inner.t, "outer_param_groups": outer_meta,
                 "elapsed_s": self.elapsed, "label_table": self.table.to_json()}
         (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        self.run_folder.commit_checkpoint(tmp, final, self.cfg.training.keep_checkpoints)
-        self.export(self.run_folder.model_path)
+        self._folder.commit_checkpoint(tmp, final, self.cfg.training.keep_checkpoints)
+        self.export(self._folder.model_path)
         return CheckpointEvent(step=self.step, path=str(final))
 
     def export(self, path) -> None:
@@ -381,7 +435,7 @@ class Trainer:
             return
         meta = json.loads((folder / "state.json").read_text())
         if meta["label_table"] != self.table.to_json():
-            raise InputError(f"{self.run_folder.path}: the label maps' labels changed since this run started; "
+            raise InputError(f"{self._folder.path}: the label maps' labels changed since this run started; "
                              f"resume with the original data or start a new run")
         tensors = load_file(str(folder / "state.safetensors"))
         self.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
@@ -408,14 +462,14 @@ class Trainer:
         if self.writes:
             import os
 
-            self.run_folder.write_state(status=status, step=self.step, total_steps=self.cfg.training.steps,
+            self._folder.write_state(status=status, step=self.step, total_steps=self.cfg.training.steps,
                                         pid=os.getpid(), device=describe_device(self.device), message=message)
 
-    def _emit(self, event: Optional[Event]) -> Iterator[Event]:
+    def _emit(self, event: Event | None) -> Iterator[Event]:
         if event is None:
             return
         if self.writes:
-            self.run_folder.append_event(event)
+            self._folder.append_event(event)
         if self.rank == 0:
             yield event
 
@@ -425,7 +479,7 @@ class Trainer:
         total = t.steps
         resumed = self.step > 0
         if self.writes:
-            self.run_folder.clear_control()
+            self._folder.clear_control()
         self._write_state("running")
         yield from self._emit(StartEvent(step=self.step, total_steps=total, device=describe_device(self.device),
                                          method=self.method, n_classes=self.n_classes,
@@ -439,6 +493,8 @@ class Trainer:
                 loss_synth, loss_real = self.train_step()
                 self._check_losses(loss_synth, loss_real)
                 self.step += 1
+                if self.on_step is not None:
+                    self.on_step(self, loss_synth, loss_real)
                 duration = time.perf_counter() - start
                 self.elapsed += duration
                 times.append(duration)
@@ -456,7 +512,7 @@ class Trainer:
         except (StopTraining, KeyboardInterrupt):
             reason = "stopped"
         except (L2SError, OSError) as exc:
-            reason, message = "error", error_message(exc, self.run_folder.path if self.writes else None)
+            reason, message = "error", error_message(exc, self._folder.path if self.writes else None)
         except Exception as exc:  # noqa: BLE001 - reported to the user, details in the run folder
             if is_out_of_memory(exc):
                 reason, message = "error", str(DeviceMemoryError(out_of_memory_message(
@@ -464,7 +520,7 @@ class Trainer:
             else:
                 reason, message = "error", f"internal error at step {self.step + 1}: {type(exc).__name__}: {exc}"
                 if self.writes:
-                    self.run_folder.write_error_log(traceback.format_exc())
+                    self._folder.write_error_log(traceback.format_exc())
         yield from self._end(reason, message)
 
     def _end(self, reason: str, message: str) -> Iterator[Event]:
@@ -477,19 +533,19 @@ class Trainer:
                 if reason != "error":
                     reason, message = "error", f"the final checkpoint could not be saved: {error_message(exc)}"
                 if self.writes:
-                    self.run_folder.clean_leftovers()  # frees the unfinished checkpoint's space
-        model_path = str(self.run_folder.model_path) if self.writes and self.run_folder.model_path.is_file() else None
+                    self._folder.clean_leftovers()  # frees the unfinished checkpoint's space
+        model_path = str(self._folder.model_path) if self.writes and self._folder.model_path.is_file() else None
         done = DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message)
         try:
             self._write_state(reason, message)
             if self.writes:
-                self.run_folder.append_event(done)
+                self._folder.append_event(done)
         except (L2SError, OSError):
             pass  # nothing more can be written; the message still reaches the caller
         if self.rank == 0:
             yield done
 
-    def _check_losses(self, *losses: Optional[float]) -> None:
+    def _check_losses(self, *losses: float | None) -> None:
         """Stop a diverging run: a NaN or Inf loss ends it with an error; the step's weights are not
         saved (the last good checkpoint and model stay)."""
         bad = any(loss is not None and not np.isfinite(loss) for loss in losses)

@@ -163,7 +163,8 @@ def crafted_models(model: Path, folder: Path) -> dict[str, Path]:
         "ndim 7": variant("ndim", setter("config", "data", "ndim", value=7)),
         "config list": variant("clist", setter("config", value=[1])),
         "no label table": variant("notable", lambda m: m.pop("label_table")),
-        "10^5 classes": variant("classes", setter("label_table", "labels", value=[{"value": i} for i in range(10 ** 5)])),
+        "10^5 classes": variant("classes", setter("label_table", "labels",
+                                                  value=[{"value": i} for i in range(10 ** 5)])),
         "labels number": variant("lnum", setter("label_table", "labels", value=7)),
         "spatial text": variant("stext", setter("spatial_shape", value="abc")),
         "spatial huge": variant("shuge", setter("spatial_shape", value=[4096, 4096, 4096])),
@@ -276,7 +277,8 @@ def bad_input_cases(work: Path, data: dict, trained: Path) -> list[tuple[str, li
         ("slice axis 5", train(cfg_with("data.slice_axis", 5))),
         ("val fraction 1.5", train(cfg_with("data.val_fraction", 1.5))),
         ("seed 1e20", train(cfg_with("training.seed", 10 ** 20))),
-        ("int 1e400", train(write_cfg(cfgs, "bigint.yaml", yaml.safe_dump(base).replace("steps: 4", "steps: " + "9" * 400)))),
+        ("int 1e400", train(write_cfg(cfgs, "bigint.yaml",
+                                      yaml.safe_dump(base).replace("steps: 4", "steps: " + "9" * 400)))),
         ("rotation nan", train(cfg_with("synthesis.rotation", float("nan")))),
         ("scaling 2", train(cfg_with("synthesis.scaling", 2))),
         ("mean range 1 value", train(cfg_with("synthesis.mean_range", [1]))),
@@ -671,7 +673,7 @@ def main() -> int:
     if "bad" not in args.skip:
         rows = run_cases(bad_input_cases(work, data, trained))
         counts: dict[str, int] = {}
-        for name, kind, res in rows:
+        for _name, kind, _res in rows:
             counts[kind] = counts.get(kind, 0) + 1
         print(f"\n== bad inputs: {len(rows)} kinds tried")
         for name, kind, res in rows:
@@ -684,7 +686,7 @@ def main() -> int:
         rows = run_cases(valid_cases(work, data, trained))
         passed = [n for n, _k, res in rows if res["rc"] == 0]
         print(f"\n== valid controls: {len(passed)}/{len(rows)} exit 0")
-        for name, kind, res in rows:
+        for name, _kind, res in rows:
             if res["rc"] != 0:
                 print(f"  FAILED {name}: {res['err'].strip()[-200:]}")
         summary["valid"] = {"tried": len(rows), "ok": len(passed)}
@@ -720,7 +722,8 @@ def main() -> int:
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"\nsummary ({summary['seconds']} s): {json.dumps({k: v for k, v in summary.items() if k != 'bad_inputs'})}")
     if "bad_inputs" in summary:
-        print(f"bad inputs: {summary['bad_inputs']['tried']} tried, {summary['bad_inputs'].get('clear', 0)} one clear line; "
+        bad = summary["bad_inputs"]
+        print(f"bad inputs: {bad['tried']} tried, {bad.get('clear', 0)} one clear line; "
               f"not clear: {summary['bad_inputs']['not_clear']}")
     return 0
 

@@ -4,10 +4,16 @@ import pytest
 import torch
 from torch.func import functional_call, jvp
 
-from l2s_gui.augment import (GaussianNoise, Identity, IntensityNonUniformity, ParametricAugmentation,
-                             ResidualAugmentation, build_augmentation)
-from l2s_gui.config import AugmentationConfig
 from helpers import assert_jvp_matches_finite_difference
+from l2s_gui.augment import (
+    GaussianNoise,
+    Identity,
+    IntensityNonUniformity,
+    ParametricAugmentation,
+    ResidualAugmentation,
+    build_augmentation,
+)
+from l2s_gui.config import AugmentationConfig
 
 
 def gen(seed=0):

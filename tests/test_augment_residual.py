@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from l2s_gui.augment import GaussianNoise, ResidualAugmentation
 from helpers import assert_jvp_matches_finite_difference
+from l2s_gui.augment import GaussianNoise, ResidualAugmentation
 
 
 def gen(seed=0):

@@ -28,6 +28,7 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_tiny_preset_writes_json_with_every_measurement(tiny_run):
     out, _ = tiny_run
     result = json.loads(Path(f"{out}.json").read_text())
@@ -61,6 +62,7 @@ def test_tiny_preset_writes_json_with_every_measurement(tiny_run):
         assert seg["volume"] == [32, 32, 32] and positive(seg["seconds"])
 
 
+@pytest.mark.slow
 def test_tiny_preset_writes_markdown_tables(tiny_run):
     out, _ = tiny_run
     text = Path(f"{out}.md").read_text()
@@ -75,3 +77,15 @@ def test_unknown_mode_is_refused():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--modes", "exact,fast"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "unknown mode" in proc.stderr
+
+
+def test_benchmarks_and_experiments_use_seams_not_patches():
+    """No assignment to a trainer's private attributes, a module's functions or a module global."""
+    import re
+
+    patch = re.compile(r"(trainer\.[a-z_]+\.forward\s*=|trainer\._\w+\s*=|setattr\(|hypergrad\.\w+\s*=|"
+                       r"\.learns_theta\s*=|DEFAULT_EXACT_ROUTE)")
+    for folder in ("benchmarks", "experiments"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            hits = [line.strip() for line in path.read_text().splitlines() if patch.search(line)]
+            assert not hits, (path.name, hits)

@@ -128,7 +128,8 @@ def test_every_setting_has_a_spec_with_its_default_and_help():
     from l2s_gui.config import config_fields, field_spec
 
     specs = config_fields()
-    keys = [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(getattr(Config(), s.name))]
+    keys = [f"{s.name}.{f.name}" for s in dataclasses.fields(Config)
+            for f in dataclasses.fields(getattr(Config(), s.name))]
     assert [s.key for s in specs] == keys
     defaults = Config()
     for spec in specs:

@@ -68,6 +68,7 @@ def torchrun(tmp_path, *args, nproc=2, timeout=120):
     return proc, dump
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_one_run_with_identical_parameters(tmp_path, dataset):
     cfg = write_config(tmp_path, dataset)
     run = tmp_path / "run"

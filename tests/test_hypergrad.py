@@ -9,8 +9,11 @@ from torch.func import functional_call
 
 from l2s_gui.augment import build_augmentation
 from l2s_gui.config import AugmentationConfig
-from l2s_gui.hypergrad import (InnerOptimizer, hypergradient_approx, hypergradient_exact, hypergradient_naive,
-                               hyper_step, loss_and_grads)
+from l2s_gui.hypergrad import (
+    InnerOptimizer,
+    hyper_step,
+    loss_and_grads,
+)
 from l2s_gui.losses import soft_dice_loss
 from l2s_gui.nets import UNet
 
@@ -84,7 +87,7 @@ def flat(grads):
 @pytest.mark.parametrize("aug_name", list(AUGMENTATIONS))
 def test_exact_hypergradient_matches_finite_differences_float64(aug_name, inner_kind):
     problem = tiny_problem(aug_name, inner_kind, smooth=True)
-    net, aug = problem[0], problem[1]
+    aug = problem[1]
     hyper = exact_hypergradient(*problem)
     theta = {k: p.detach() for k, p in aug.named_parameters()}
     gen = torch.Generator().manual_seed(1)

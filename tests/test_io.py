@@ -11,8 +11,18 @@ import numpy as np
 import pytest
 
 from l2s_gui.errors import InputError, OutputExistsError
-from l2s_gui.io import (Volume, check_pair, expand_paths, from_ras, load_label_map, load_scan, load_volume,
-                        save_volume, strip_suffix, to_ras)
+from l2s_gui.io import (
+    Volume,
+    check_pair,
+    expand_paths,
+    from_ras,
+    load_label_map,
+    load_scan,
+    load_volume,
+    save_volume,
+    strip_suffix,
+    to_ras,
+)
 from l2s_gui.labels import LabelTable, load_label_table
 
 

@@ -23,8 +23,14 @@ from l2s_gui.labels import LabelTable
 from l2s_gui.model_io import build_network, export_model, load_model, read_model_metadata, training_voxel_size
 from l2s_gui.nets import UNet
 from l2s_gui.resample import resample
-from l2s_gui.segment import (flip_plan, keep_largest_components, posteriors_to_grid, predict_posteriors,
-                             segment_files, segment_scan)
+from l2s_gui.segment import (
+    flip_plan,
+    keep_largest_components,
+    posteriors_to_grid,
+    predict_posteriors,
+    segment_files,
+    segment_scan,
+)
 
 CENTERS = [0.0, 1.0, 0.6, 0.3]
 TABLE = LabelTable(values=[0, 2, 3, 41], names=["background", "wm", "gm", "other"], name="test")  # no valid flip
@@ -255,7 +261,8 @@ def test_every_model_records_its_training_voxel_size(tmp_path):
     path = export_model(tmp_path / "c.safetensors", net, aug, table, cfg2, [8, 8], step=1, voxel_size=[0.9])
     assert load_model(path).voxel_size == [2.0]
     # inputs that moved: nothing recorded, and segmentation stays on the scan's grid
-    cfg3 = Config.from_dict({"data": {"ndim": 2, "label_maps": [str(tmp_path / "gone")]}, "network": {"widths": [4, 8]}})
+    cfg3 = Config.from_dict({"data": {"ndim": 2, "label_maps": [str(tmp_path / "gone")]},
+                             "network": {"widths": [4, 8]}})
     path = export_model(tmp_path / "d.safetensors", net, aug, table, cfg3, [8, 8], step=1)
     assert "voxel_size_mm" not in read_model_metadata(path) and load_model(path).voxel_size == []
 

@@ -106,6 +106,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, trained, capsys)
     assert f"process {pid}" in err and "no longer running" in err
 
 
+@pytest.mark.slow
 def test_two_trains_and_a_resume_of_a_live_run(tmp_path, dataset):
     """Real processes: while `l2s train` runs, a second train and a resume are refused naming its pid;
     after kill -9 the run resumes from its last checkpoint and its history stays monotone."""
@@ -280,7 +281,7 @@ def test_os_errors_anywhere_are_one_line(tmp_path, capsys, monkeypatch):
     assert one_error_line(capsys.readouterr().err) == "l2s: error: /some/file: permission denied"
 
 
-# ---------------------------------------------------------------------------------------------- 3. crafted models, absurd configs
+# ------------------------------------------------------------------------------ 3. crafted models, absurd configs
 def _model_variants(path):
     """Crafted variants of a real model file's metadata and weights."""
     from safetensors import safe_open
@@ -420,9 +421,7 @@ def test_watch_stops_on_a_dead_run_and_skips_malformed_lines(tmp_path, trained, 
     pid = dead_pid()
     RunFolder(run).write_state(status="running", pid=pid)
     (run / "run.lock").write_text("")
-    start = time.monotonic()
-    assert main(["watch", str(run)]) == 1
-    assert time.monotonic() - start < 30
+    assert main(["watch", str(run)]) == 1  # by the dead pid (the message below), not a stale heartbeat
     captured = capsys.readouterr()
     assert "step 6: validation Dice 0.5000" in captured.out
     assert f"process {pid} is no longer running" in one_error_line(captured.err)

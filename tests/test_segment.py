@@ -12,16 +12,23 @@ import pytest
 import torch
 from torch import nn
 
+from l2s_gui.augment import build_augmentation
 from l2s_gui.cli import main
 from l2s_gui.config import Config
 from l2s_gui.errors import DeviceMemoryError, InputError, OutputExistsError
 from l2s_gui.intensity import normalize_intensities
 from l2s_gui.io import Volume, load_label_map, load_scan
 from l2s_gui.labels import LabelTable
-from l2s_gui.model_io import LoadedModel, build_network, export_model, load_model
-from l2s_gui.augment import build_augmentation
-from l2s_gui.segment import (SegmentationCancelled, label_volumes_mm3, segment_array, segment_files, segment_scan,
-                             segment_volume, write_volumes_csv)
+from l2s_gui.model_io import build_network, export_model, load_model
+from l2s_gui.segment import (
+    SegmentationCancelled,
+    label_volumes_mm3,
+    segment_array,
+    segment_files,
+    segment_scan,
+    segment_volume,
+    write_volumes_csv,
+)
 
 VALUES = [0, 2, 3, 41]
 
@@ -215,7 +222,8 @@ def test_segment_volume_original_values_and_voxel_order():
     assert np.allclose(normalize_intensities(scan_data), image, atol=1e-5)
     a = np.radians(30)
     affine = np.eye(4)  # voxel axes far from RAS: permuted, flipped, rotated, anisotropic
-    affine[:3, :3] = np.array([[0, -1, 0], [np.cos(a), 0, -np.sin(a)], [np.sin(a), 0, np.cos(a)]]) @ np.diag([1.1, 0.8, 2])
+    rotation = np.array([[0, -1, 0], [np.cos(a), 0, -np.sin(a)], [np.sin(a), 0, np.cos(a)]])
+    affine[:3, :3] = rotation @ np.diag([1.1, 0.8, 2])
     out = segment_volume(stand_in(2, slice_axis=1), Volume(scan_data, affine, None, None), "cpu")
     assert out.shape == scan_data.shape and np.array_equal(out, np.asarray(TABLE.values)[classes])
 
@@ -287,7 +295,8 @@ def test_exported_model_carries_its_voxel_size(tmp_path):
     cfg = Config.from_dict({"data": {"ndim": 2, "voxel_size": [1.5]}, "network": {"widths": [4, 8]}})
     table = LabelTable.from_values(VALUES)
     net = build_network(cfg, table.n_classes)
-    path = export_model(tmp_path / "m.safetensors", net, build_augmentation(cfg.augmentation, 2), table, cfg, [8, 8], step=1)
+    path = export_model(tmp_path / "m.safetensors", net, build_augmentation(cfg.augmentation, 2), table, cfg, [8, 8],
+                        step=1)
     model = load_model(path)
     assert model.voxel_size == [1.5]
     path_scan, affine = rotated_scan(tmp_path)

@@ -6,14 +6,12 @@ import math
 import random
 
 import numpy as np
-
 import pytest
 import torch
 
 from l2s_gui.config import SynthesisConfig
 from l2s_gui.errors import InputError
-from l2s_gui.synthesis import CornucopiaGenerator, SynthSegGenerator, build_generator
-from l2s_gui.synthesis import cornucopia_backend
+from l2s_gui.synthesis import CornucopiaGenerator, SynthSegGenerator, build_generator, cornucopia_backend
 from l2s_gui.synthesis.generator import _minmax
 
 # issue 9: the default elastic field is an SVF (svf_std) and the default blur is the resolution

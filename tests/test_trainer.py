@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import VALUES, blob_labels  # noqa: F401  (the `dataset` fixture is in conftest.py)
 from l2s_gui.config import Config
 from l2s_gui.events import CheckpointEvent, DoneEvent, PreviewEvent, StartEvent, StepEvent, ValidationEvent
 from l2s_gui.model_io import load_model
 from l2s_gui.runs import RunFolder
 from l2s_gui.trainer import Trainer
-
-from helpers import VALUES, blob_labels  # noqa: F401  (the `dataset` fixture is in conftest.py)
 
 
 def make_config(dataset, **sections) -> Config:
@@ -36,6 +35,7 @@ def final_sigma(events):
     return [e for e in events if isinstance(e, StepEvent)][-1].theta["sigma"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sigma_init", [0.02, 0.25])
 def test_learned_sigma_moves_toward_the_preset_real_sigma(dataset, sigma_init):
     """Recovery (Learn2Synth Sec. 4.1): "real" = synthetic + N(0, 0.1^2) noise; sigma starts
@@ -159,3 +159,65 @@ def test_three_d_training_runs(dataset):
     assert events[-1].reason == "finished"
     preview = [e for e in events if isinstance(e, PreviewEvent)][-1]
     assert preview.synthetic.ndim == 2
+
+
+# ------------------------------------------------------------------------------------------------ seams
+def test_injected_batches_schedule_and_hook_replace_the_defaults(dataset):
+    cfg = make_config(dataset, training={"steps": 4})
+    calls = {"synthetic": 0, "real": 0}
+    fixed: dict = {}
+
+    def synthetic():
+        calls["synthetic"] += 1
+        return fixed["synthetic"]
+
+    def real():
+        calls["real"] += 1
+        return fixed["real"]
+
+    seen = []
+    trainer = Trainer(cfg, synthetic_batches=synthetic, real_batches=real, hyper_schedule=lambda step: step == 2,
+                      on_step=lambda tr, loss, loss_real: seen.append((tr.step, loss_real is not None)))
+    fixed["synthetic"], fixed["real"] = trainer.sample_synthetic_batch(), trainer.sample_real_batch()
+    steps = [e for e in trainer.run() if isinstance(e, StepEvent)]
+    assert [e.loss_real is not None for e in steps] == [False, False, True, False]
+    assert seen == [(1, False), (2, False), (3, True), (4, False)]
+    assert calls == {"synthetic": 4, "real": 1}
+
+
+def test_train_step_can_force_or_skip_the_hyper_step(dataset):
+    trainer = Trainer(make_config(dataset))
+    assert trainer.train_step(hyper=False)[1] is None
+    assert trainer.train_step(hyper=True)[1] is not None
+    synthseg = Trainer(make_config(dataset, training={"method": "synthseg"}))
+    with pytest.raises(ValueError, match="no hyper-step"):
+        synthseg.train_step(hyper=True)
+
+
+def test_injected_learning_rates_and_augmentation(dataset):
+    from l2s_gui.augment import build_augmentation
+
+    cfg = make_config(dataset)
+    augmentation = build_augmentation(cfg.augmentation, cfg.data.ndim)
+    trainer = Trainer(cfg, augmentation=augmentation, segmentation_lr=lambda step: 0.0,
+                      theta_lr=lambda step: 0.0)
+    assert trainer.aug is augmentation
+    before = [p.detach().clone() for p in list(trainer.net.parameters()) + list(trainer.aug.parameters())]
+    for _ in range(2):
+        trainer.train_step()
+        trainer.step += 1
+    after = list(trainer.net.parameters()) + list(trainer.aug.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after))  # rate 0: nothing moves
+    moving = Trainer(cfg)
+    moving.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, moving.net.parameters()))
+
+
+def test_the_hypergradient_route_is_a_config_key_with_the_same_result(dataset):
+    thetas = {}
+    for route in ("reverse", "jvp"):
+        trainer = Trainer(make_config(dataset, training={"steps": 3, "hypergradient_route": route}))
+        steps = [e for e in trainer.run() if isinstance(e, StepEvent)]
+        thetas[route] = steps[-1].theta["sigma"]
+    assert thetas["reverse"] == pytest.approx(thetas["jvp"], rel=1e-4)
+    assert thetas["reverse"] != pytest.approx(0.05, abs=1e-6)  # theta moved

@@ -37,6 +37,7 @@ def build_augmentation(cfg: AugmentationConfig, ndim: int) -> Augmentation:
                                     noise=GaussianNoise(cfg.sigma_init, per_image=True))
     if cfg.kind == "parametric":
         inu = IntensityNonUniformity(cfg.inu_nodes, cfg.inu_c_init, cfg.inu_c_max) if cfg.inu else None
+        noise: GaussianNoise | UniformRangeNoise | None
         if cfg.noise == "none":
             noise = None
         elif cfg.noise == "uniform":

@@ -1,8 +1,8 @@
 """Base class of the learnable augmentations A_theta (Learn2Synth Sec. 3.3-3.4).
 
-Contract shared by every augmentation, needed by the hypergradient code
-(forward-over-reverse ``torch.func.jvp`` of a gradient, or double backward, through
-``torch.func.functional_call``):
+Contract shared by every augmentation, needed by the hypergradient code (a second backward
+through the synthetic pass, a forward-over-reverse ``torch.func.jvp`` of a gradient, or a double
+backward through the update, all through ``torch.func.functional_call``):
 
 * all randomness is drawn once by :meth:`Augmentation.sample` (no grad, only from the given
   ``torch.Generator``) and passed to :meth:`Augmentation.forward`, which is deterministic given the
@@ -17,7 +17,7 @@ Tensor conventions: images ``(B, 1, *spatial)``, ``ndim = len(spatial)`` in {2, 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -18,7 +18,8 @@ class ParametricAugmentation(Augmentation):
     Either part may be ``None``. The draw is the union of both parts' draws.
     """
 
-    def __init__(self, inu: IntensityNonUniformity | None = None, noise: GaussianNoise | UniformRangeNoise | None = None):
+    def __init__(self, inu: IntensityNonUniformity | None = None,
+                 noise: GaussianNoise | UniformRangeNoise | None = None):
         super().__init__()
         self.inu = inu
         self.noise = noise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import operator
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +77,8 @@ class ResidualAugmentation(Augmentation):
         out: dict[str, float | list[float]] = {}
         if self.noise is not None:
             out.update(self.noise.theta())
-        out["residual_weight_norm"] = float(torch.sqrt(sum((p.detach() ** 2).sum() for p in self.net.parameters())))
+        squares = [(p.detach() ** 2).sum() for p in self.net.parameters()]
+        out["residual_weight_norm"] = float(torch.sqrt(functools.reduce(operator.add, squares)))
         return out
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ the classes the network learns, so merged or background structures still get the
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,8 @@ __all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_gener
 
 class ToClasses(nn.Module):
     """A generator whose deformed generation labels come out as training classes."""
+
+    classes: Tensor
 
     def __init__(self, generator: nn.Module, classes: Tensor):
         super().__init__()

@@ -10,15 +10,14 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
-
-import torch
-from torch import Tensor, nn
 
 import cornucopia
+import torch
 from cornucopia.geometric import ElasticTransform
 from cornucopia.utils.py import make_vector
+from torch import Tensor, nn
 
 from ..config import SynthesisConfig
 from ..errors import InputError

@@ -11,7 +11,7 @@ augmentation A_theta that follows this generator.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +74,8 @@ def jacobian_determinant(coords: Tensor) -> Tensor:
     d = coords.shape[-1]
     cols = []
     for axis in range(d):
-        diff = coords.narrow(axis + 1, 1, coords.shape[axis + 1] - 1) - coords.narrow(axis + 1, 0, coords.shape[axis + 1] - 1)
+        n = coords.shape[axis + 1] - 1
+        diff = coords.narrow(axis + 1, 1, n) - coords.narrow(axis + 1, 0, n)
         cols.append(diff)
     crop = [min(c.shape[i + 1] for c in cols) for i in range(d)]
     cols = [c[(slice(None),) + tuple(slice(0, m) for m in crop)] for c in cols]
@@ -135,6 +136,9 @@ class SynthSegGenerator(nn.Module):
     ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1.
     """
 
+    flip_permutation: Tensor | None
+    extracerebral: Tensor | None
+
     def __init__(self, cfg: SynthesisConfig, n_classes: int, ndim: int, deformation: bool = True,
                  flip_permutation: Tensor | Sequence[int] | None = None, flip_axis: int | None = 0,
                  extracerebral: Tensor | Sequence[bool] | None = None,
@@ -148,14 +152,15 @@ class SynthSegGenerator(nn.Module):
         self.n_classes = int(n_classes)
         self.ndim = int(ndim)
         self.deformation = bool(deformation)
-        perm = None
+        perm, axis = None, None
         if flip_permutation is not None and flip_axis is not None:
             perm = torch.as_tensor(flip_permutation, dtype=torch.int64).flatten()
             if perm.numel() != self.n_classes or not torch.equal(perm.sort().values, torch.arange(self.n_classes)):
                 raise ValueError(f"flip_permutation must be a permutation of 0..{self.n_classes - 1}")
             if not 0 <= int(flip_axis) < self.ndim:
                 raise ValueError(f"flip_axis must be in 0..{self.ndim - 1}, got {flip_axis}")
-        self.flip_axis = None if perm is None else int(flip_axis)
+            axis = int(flip_axis)
+        self.flip_axis = axis
         self.register_buffer("flip_permutation", perm, persistent=False)
         mask = None
         if extracerebral is not None:
@@ -271,7 +276,7 @@ class SynthSegGenerator(nn.Module):
         """Left/right flip along :attr:`flip_axis` with probability 0.5 per sample, labels swapped by
         :attr:`flip_permutation` (left id <-> right id). No-op (and no draw) when ``cfg.flip`` is off
         or the generator has no permutation (no L/R pairs known, or no left/right axis)."""
-        if not self.cfg.flip or self.flip_permutation is None:
+        if not self.cfg.flip or self.flip_permutation is None or self.flip_axis is None:
             return labels
         batch = labels.shape[0]
         flipped = self.flip_permutation.to(labels.device)[labels.flip(self.flip_axis + 1)]
@@ -299,8 +304,9 @@ class SynthSegGenerator(nn.Module):
     # ------------------------------------------------------------------ intensities (steps 2-5)
     def _gmm(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         c, batch, device = self.cfg, labels.shape[0], labels.device
-        means = _uniform((batch, self.n_classes), *c.mean_range, generator, device)
-        stds = _uniform((batch, self.n_classes), *c.std_range, generator, device)
+        (mean_low, mean_high), (std_low, std_high) = c.mean_range, c.std_range
+        means = _uniform((batch, self.n_classes), mean_low, mean_high, generator, device)
+        stds = _uniform((batch, self.n_classes), std_low, std_high, generator, device)
         flat = labels.reshape(batch, -1)
         eps = _normal(flat.shape, generator, device)
         image = means.gather(1, flat) + stds.gather(1, flat) * eps

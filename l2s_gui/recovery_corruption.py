@@ -31,6 +31,7 @@ class PresetCorruption(nn.Module):
         if self.inu is not None:
             x = self.inu(x, self.inu.sample(x, generator))
         eps = randn(x.shape, generator, x)
+        sigma: Tensor | float
         if self.sigma_range:
             low, high = self.sigma_range
             sigma = low + (high - low) * rand((x.shape[0],) + (1,) * (x.dim() - 1), generator, x)
