@@ -13,8 +13,8 @@ result back (linear resampling, original voxel order) onto the scan's own grid.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -85,9 +85,9 @@ def gallery(model, image: np.ndarray, n: int = 8, seed: int = 0, normalized: boo
     return [out[i] for i in range(n)]
 
 
-def augment_scan(model, volume: np.ndarray, affine: Optional[np.ndarray] = None, seed: int = 0,
-                 progress: Optional[Callable[[int, int], None]] = None,
-                 cancelled: Optional[Callable[[], bool]] = None, batch: int = 16) -> Optional[np.ndarray]:
+def augment_scan(model, volume: np.ndarray, affine: np.ndarray | None = None, seed: int = 0,
+                 progress: Callable[[int, int], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None, batch: int = 16) -> np.ndarray | None:
     """A_theta applied to a whole scan on the model's grid (module docstring), returned on the
     scan's grid and voxel order, in [0, 1]-ish normalised intensities. ``affine`` (the scan's
     voxel-to-world affine) is needed for 3D scans; a 2D image is augmented as it is. None when
@@ -117,7 +117,7 @@ def augment_scan(model, volume: np.ndarray, affine: Optional[np.ndarray] = None,
     return from_ras(np.asarray(out, np.float32), start)
 
 
-def _apply(model, x: np.ndarray, seed: int, progress, cancelled, batch: int) -> Optional[np.ndarray]:
+def _apply(model, x: np.ndarray, seed: int, progress, cancelled, batch: int) -> np.ndarray | None:
     aug = model.augmentation
     gen = _generator(seed)
     with torch.no_grad():

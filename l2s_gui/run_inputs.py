@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class ArrayVolume:
     header: Any = None
 
 
-Source = Union[str, Path, ArrayVolume]
+Source = str | Path | ArrayVolume
 
 
 def safe_name(name: str) -> str:
@@ -94,7 +95,7 @@ def _write(item: Source, path: Path, labels: bool) -> str:
 
 
 def prepare_run_inputs(run_dir: str | Path, settings: dict[str, Any], label_maps: Sequence[Source],
-                       pairs: Sequence[tuple[Source, Source]], method: Optional[str] = None) -> Path:
+                       pairs: Sequence[tuple[Source, Source]], method: str | None = None) -> Path:
     """Check everything, write the in-memory volumes to ``run_dir/inputs`` and the run's config
     there (module docstring); return the config's path. ``settings``: a config mapping whose data
     lists are replaced by these inputs. The run folder must be new, empty or hold only an earlier

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
@@ -143,7 +144,8 @@ def make_editor(spec: FieldSpec) -> Editor:
         w.setDecimals(decimals)
         low = spec.min if spec.min is not None else -FLOAT_LIMIT
         high = spec.upper_bound() if spec.upper_bound() is not None else FLOAT_LIMIT
-        w.setRange(float(low) + (tiny if spec.min_exclusive else 0.0), float(high) - (tiny if spec.max_exclusive else 0.0))
+        w.setRange(float(low) + (tiny if spec.min_exclusive else 0.0),
+                   float(high) - (tiny if spec.max_exclusive else 0.0))
         w.setSingleStep(max(tiny, 10.0 ** math.floor(math.log10(abs(spec.default)))) if spec.default else 0.01)
         w.setValue(float(spec.default))
         editor = Editor(spec, w, lambda w=w: float(w.value()), lambda v, w=w: w.setValue(float(v)))
@@ -170,7 +172,7 @@ class ConfigForm:
             self.add(key, specs[key])
         self._base: dict[str, Any] = {}
 
-    def add(self, key: str, spec: Optional[FieldSpec] = None, editor: Optional[Editor] = None) -> Editor:
+    def add(self, key: str, spec: FieldSpec | None = None, editor: Editor | None = None) -> Editor:
         """Add the schema's editor for ``key``, or a custom ``editor`` (device, warm start)."""
         spec = spec or _fields()[key]
         self.editors[key] = editor or make_editor(spec)
@@ -244,7 +246,7 @@ class ModelChoice(QWidget):
 
     NONE, STARTER, FILE = 0, 1, 2
 
-    def __init__(self, none_text: str, parent: Optional[QWidget] = None):
+    def __init__(self, none_text: str, parent: QWidget | None = None):
         from qtpy.QtWidgets import QHBoxLayout
         from superqt import QElidingLineEdit
 
@@ -265,7 +267,8 @@ class ModelChoice(QWidget):
         row.addWidget(pick)
         self.refresh_starter()
         self.combo.currentIndexChanged.connect(self._sync)
-        self.path_edit.textEdited.connect(lambda text: self.combo.setCurrentIndex(self.FILE if text.strip() else self.NONE))
+        self.path_edit.textEdited.connect(
+            lambda text: self.combo.setCurrentIndex(self.FILE if text.strip() else self.NONE))
         self._sync()
 
     @staticmethod

@@ -9,11 +9,23 @@ become a real pair on their own, so Start is ready at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
-                            QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from l2s_gui.run_inputs import labels_problem, pair_problem
 
@@ -42,7 +54,7 @@ class DataTab(QWidget):
     changed = Signal()
     sample_requested = Signal()
 
-    def __init__(self, viewer, form: ConfigForm, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, form: ConfigForm, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         form.add("data.val_fraction", editor=slider_editor(form_spec("data.val_fraction")))
@@ -62,7 +74,8 @@ class DataTab(QWidget):
         self.synth_list.setToolTip("Checked label-map layers and files/folders feed the SynthSeg generator")
         self.synth_list.changed.connect(self.changed)
         v.addWidget(self.synth_list)
-        v.addLayout(button_row(button("Add files…", self._add_synth_files), button("Add folder…", self._add_synth_folder),
+        v.addLayout(button_row(button("Add files…", self._add_synth_files),
+                               button("Add folder…", self._add_synth_folder),
                                button("Remove", self.synth_list.remove_selected,
                                       "Remove selected files/folders (layers are unchecked)")))
         layout.addWidget(box)

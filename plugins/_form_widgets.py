@@ -3,12 +3,25 @@ gating with a tooltip saying why, the device choice."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 def default_run_root() -> Path:
@@ -24,7 +37,7 @@ def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
     return s
 
 
-def combo(items: list[str], current: Optional[str] = None) -> QComboBox:
+def combo(items: list[str], current: str | None = None) -> QComboBox:
     c = QComboBox()
     c.addItems(items)
     if current is not None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
 
 
-def open_viewer(sample: bool = True, run: Optional[str] = None, size: str = "1280x800", show: bool = True):
+def open_viewer(sample: bool = True, run: str | None = None, size: str = "1280x800", show: bool = True):
     """(viewer, training widget, segment widget), set up as the module docstring says."""
     import napari
 
@@ -31,7 +30,7 @@ def open_viewer(sample: bool = True, run: Optional[str] = None, size: str = "128
     return viewer, training, segment
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="l2s gui", description=__doc__.splitlines()[0])
     p.add_argument("--no-sample", action="store_true", help="start without the built-in sample")
     p.add_argument("--open", metavar="RUN_DIR", help="open (and follow) a run folder")

@@ -6,8 +6,8 @@ worker thread and places the results as layers."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
@@ -27,12 +27,12 @@ NO_MODEL_YET = "no model yet: it appears at the run's first checkpoint"
 class InspectTab(QWidget):
     """Inspect a model's learned augmentation: the current run's (``status.run_dir``) or a file's."""
 
-    def __init__(self, viewer, status: RunStatus, previews: PreviewLayers, parent: Optional[QWidget] = None):
+    def __init__(self, viewer, status: RunStatus, previews: PreviewLayers, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = viewer
         self.status = status
         self.previews = previews
-        self.last_preview: Optional[dict] = None
+        self.last_preview: dict | None = None
         self._worker = None
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -41,7 +41,7 @@ class InspectTab(QWidget):
         status.events.model_version.connect(self._update_buttons)
         self._update_buttons()
 
-    def set_preview(self, arrays: Optional[dict]) -> None:
+    def set_preview(self, arrays: dict | None) -> None:
         self.last_preview = arrays
         self._update_buttons()
 
@@ -86,7 +86,7 @@ class InspectTab(QWidget):
             self.inspect_model_path.setText(path)
             self.inspect_model.setCurrentText("model file")
 
-    def inspect_model_path_resolved(self) -> Optional[Path]:
+    def inspect_model_path_resolved(self) -> Path | None:
         if self.inspect_model.currentText() == "current run":
             from l2s_gui.runs import RunFolder
 

@@ -5,7 +5,7 @@ and files; a layer as the engine's in-memory volume."""
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
@@ -52,7 +52,7 @@ class LayerCombo(_FollowsLayers, QComboBox):
     layer_changed = Signal()
 
     def __init__(self, viewer, kinds: Iterable[str] = ("image",), placeholder: str = "(no layer)",
-                 accept: Optional[Callable] = None, parent: Optional[QWidget] = None,
+                 accept: Callable | None = None, parent: QWidget | None = None,
                  exclude_roles: tuple[str, ...] = ("preview_",)):
         """``kinds``: the layer kinds offered, the first one preferred (listed first, so chosen by
         default)."""
@@ -121,8 +121,8 @@ class SourceList(_FollowsLayers, QListWidget):
 
     changed = Signal()
 
-    def __init__(self, viewer, kinds: Iterable[str] = ("labels",), checked_by_default: Optional[Callable] = None,
-                 parent: Optional[QWidget] = None):
+    def __init__(self, viewer, kinds: Iterable[str] = ("labels",), checked_by_default: Callable | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self._viewer_ref = weakref.ref(viewer)
         self.kinds = tuple(kinds)

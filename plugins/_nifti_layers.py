@@ -15,8 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from l2s_gui.io import (affine_from_scale_translate, axis_aligned_transform, label_dtype, looks_like_labels,
-                        read_volume, strip_suffix, volume_suffix)
+from l2s_gui.io import (
+    affine_from_scale_translate,
+    axis_aligned_transform,
+    label_dtype,
+    looks_like_labels,
+    read_volume,
+    strip_suffix,
+    volume_suffix,
+)
 
 AFFINE_KEY = "affine"
 SOURCE_KEY = "source_path"

@@ -32,7 +32,8 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, L2SError):
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return f"out of memory: {str(exc).splitlines()[0] if str(exc) else 'MemoryError'} (try the CPU or a smaller input)"
+        first = str(exc).splitlines()[0] if str(exc) else "MemoryError"
+        return f"out of memory: {first} (try the CPU or a smaller input)"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, ValueError) and text:
         return text  # our own checks raise ValueError with a finished sentence

@@ -8,7 +8,7 @@ user's layer selection is kept.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -58,10 +58,10 @@ class PreviewLayers:
     def __init__(self, viewer, rotate: bool = False):
         self.viewer = viewer
         self.rotate = rotate
-        self._origin: Optional[np.ndarray] = None
-        self._shape: Optional[tuple[int, int]] = None
-        self.step: Optional[int] = None
-        self._titled_shape: Optional[tuple[int, ...]] = None
+        self._origin: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self.step: int | None = None
+        self._titled_shape: tuple[int, ...] | None = None
 
     def _tile_translate(self, row: int, shape: tuple[int, int]) -> list[float]:
         if self._origin is None or self._shape != shape:
@@ -117,7 +117,7 @@ class PreviewLayers:
         """Static tile titles (a text-only Points layer); the step goes to the canvas text overlay,
         which is far cheaper to update than layer data."""
         points = []
-        for role, title, row in TILES:
+        for _role, _title, row in TILES:
             y, x = self._tile_translate(row, shape)
             points.append([y - 1.0, x])  # the text sits above its point, in the gap over the tile
         tile_titles(self.viewer, "preview_titles", points, [title for _r, title, _c in TILES])

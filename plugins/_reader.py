@@ -8,12 +8,12 @@ scale/translate; the true affine and the source path are kept in ``layer.metadat
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from ._nifti_layers import is_volume_file, volume_to_layer_data
 
 
-def napari_get_reader(path) -> Optional[Callable]:
+def napari_get_reader(path) -> Callable | None:
     paths = [path] if isinstance(path, str) else list(path)
     if not paths or not all(isinstance(p, str) and is_volume_file(p) for p in paths):
         return None

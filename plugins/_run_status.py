@@ -9,7 +9,6 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from psygnal import evented
 
@@ -21,7 +20,7 @@ from l2s_gui.runs import ACTIVE, RunFolder
 class RunStatus:
     """What is known about the run the training widget follows."""
 
-    run_dir: Optional[Path] = None
+    run_dir: Path | None = None
     status: str = ""
     """'' (no state yet), or state.json's status: running, paused, stopped, finished, error."""
     step: int = 0
@@ -37,7 +36,7 @@ class RunStatus:
     """Bumped whenever the run's model file may have changed (a checkpoint, the run's end)."""
 
     @property
-    def model_path(self) -> Optional[Path]:
+    def model_path(self) -> Path | None:
         """The run's model file, or None before its first checkpoint (or without a run)."""
         if self.run_dir is None:
             return None
@@ -49,7 +48,7 @@ class RunStatus:
         return self.status in ACTIVE
 
 
-_BY_VIEWER: "weakref.WeakKeyDictionary[object, RunStatus]" = weakref.WeakKeyDictionary()
+_BY_VIEWER: weakref.WeakKeyDictionary[object, RunStatus] = weakref.WeakKeyDictionary()
 
 
 def _unwrap(viewer):

@@ -10,7 +10,6 @@ nothing changed; nothing read can raise (the reader skips damaged lines and file
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from qtpy.QtCore import QElapsedTimer, QObject, QTimer, Signal
 
@@ -25,11 +24,11 @@ class RunWatcher(QObject):
     preview_arrived = Signal(dict)
     restarted = Signal()
 
-    def __init__(self, parent: Optional[QObject] = None, interval_ms: int = 1000, preview_interval_ms: int = 2000):
+    def __init__(self, parent: QObject | None = None, interval_ms: int = 1000, preview_interval_ms: int = 2000):
         """``preview_interval_ms``: the latest preview is read (and drawn) at most this often: decoding
         it and redrawing the canvas is most of what the GUI costs while a run trains."""
         super().__init__(parent)
-        self.reader: Optional[RunReader] = None
+        self.reader: RunReader | None = None
         self.preview_interval_ms = preview_interval_ms
         self._since_preview = QElapsedTimer()
         self._timer = QTimer(self)
@@ -37,7 +36,7 @@ class RunWatcher(QObject):
         self._timer.timeout.connect(self.poll)
 
     @property
-    def path(self) -> Optional[Path]:
+    def path(self) -> Path | None:
         return self.reader.path if self.reader is not None else None
 
     def watch(self, path: str | Path) -> None:

@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFormLayout, QHeaderView, QLabel,
-                            QProgressBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QElidingLineEdit, ensure_main_thread
 
 from l2s_gui.io import write_volume
@@ -37,7 +48,7 @@ STARTER_MODEL = "starter model"
 MODEL_FILE = "model file"
 
 
-def starter_path() -> Optional[Path]:
+def starter_path() -> Path | None:
     from l2s_gui.starter import starter_model_path
 
     return starter_model_path()
@@ -46,7 +57,7 @@ def starter_path() -> Optional[Path]:
 class SegmentWidget(QWidget):
     """Segment an image layer with a trained Learn2Synth model."""
 
-    def __init__(self, napari_viewer, parent: Optional[QWidget] = None):
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
         trainer_attached = run_status_for(napari_viewer).trainer_attached
@@ -58,7 +69,7 @@ class SegmentWidget(QWidget):
         self.soft_volumes: dict[int, float] = {}
         self.notes: list[str] = []
         self._names: dict[int, str] = {}
-        self._info_key: Optional[tuple] = None
+        self._info_key: tuple | None = None
         self._table_of_result = None
         self._subject = ""
         self._build()
@@ -171,7 +182,7 @@ class SegmentWidget(QWidget):
         if not available and self.model_source.currentText() == STARTER_MODEL:
             self._choose_source(CURRENT_RUN)
 
-    def model_file(self) -> Optional[Path]:
+    def model_file(self) -> Path | None:
         source = self.model_source.currentText()
         if source == CURRENT_RUN:
             from l2s_gui.runs import RunFolder
@@ -311,7 +322,7 @@ class SegmentWidget(QWidget):
             self.progress.setFormat("cancelled")
         self._update_buttons()
 
-    def _on_result(self, result: Optional[dict[str, Any]], layer, model_path: Path) -> None:
+    def _on_result(self, result: dict[str, Any] | None, layer, model_path: Path) -> None:
         if result is None:  # cancelled
             return
         labels = result["labels"]
@@ -364,7 +375,7 @@ class SegmentWidget(QWidget):
         if path:
             self.save_labels(path)
 
-    def save_labels(self, path: str | Path) -> Optional[str]:
+    def save_labels(self, path: str | Path) -> str | None:
         layer = self.result_layer
         if layer is None:
             return None
@@ -385,7 +396,7 @@ class SegmentWidget(QWidget):
         if path:
             self.save_csv(path)
 
-    def save_csv(self, path: str | Path) -> Optional[str]:
+    def save_csv(self, path: str | Path) -> str | None:
         """The soft volumes of the last segmentation in the engine's CSV format (``l2s segment --vol``:
         one row per subject, one column per label)."""
         if self._table_of_result is None:
@@ -406,8 +417,8 @@ class SegmentWidget(QWidget):
 
 
 def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, device: str,
-                     progress=None, cancelled=None, source: Optional[str] = None, flip: bool = True,
-                     clean: bool = False) -> Optional[dict[str, Any]]:
+                     progress=None, cancelled=None, source: str | None = None, flip: bool = True,
+                     clean: bool = False) -> dict[str, Any] | None:
     """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread)
     with the engine (:func:`l2s_gui.segment.segment_image`, :func:`~l2s_gui.segment.label_volumes`).
 

@@ -6,7 +6,7 @@ Colours follow the napari theme (background, text, accent) and change with it.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -37,7 +37,7 @@ class _Series:
         self.x: list[float] = []
         self.y: list[float] = []
 
-    def add(self, x: float, y: Optional[float]) -> None:
+    def add(self, x: float, y: float | None) -> None:
         if y is None:
             return
         try:
@@ -60,7 +60,7 @@ class TrainingPlots(QWidget):
     following a training), without antialiasing (software painting of antialiased lines is slow).
     """
 
-    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark", min_interval_ms: int = 2000):
+    def __init__(self, parent: QWidget | None = None, theme: str = "dark", min_interval_ms: int = 2000):
         super().__init__(parent)
         pg.setConfigOptions(antialias=False)
         self._throttle = QTimer(self)
@@ -216,6 +216,6 @@ class TrainingPlots(QWidget):
                 self.curves[key] = curve
             curve.setData(x, y)
 
-    def last(self, key: str) -> Optional[float]:
+    def last(self, key: str) -> float | None:
         s = self.series.get(key)
         return s.y[-1] if s is not None and s.y else None

@@ -16,11 +16,20 @@ import math
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from qtpy.QtCore import QEvent, QObject, Qt
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QProgressBar, QTabWidget,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QElidingLineEdit
 
 from l2s_gui.events import CheckpointEvent, DoneEvent, StartEvent, StepEvent, ValidationEvent
@@ -29,8 +38,17 @@ from l2s_gui.runs import ACTIVE, ENDED, RunFolder
 from . import _notify
 from ._config_form import Editor
 from ._data_tab import DataTab
-from ._form_widgets import (browse_row, button, button_row, default_run_root, device_choices, fixed_lines,
-                            resolve_device_choice, scrolled, set_enabled)
+from ._form_widgets import (
+    browse_row,
+    button,
+    button_row,
+    default_run_root,
+    device_choices,
+    fixed_lines,
+    resolve_device_choice,
+    scrolled,
+    set_enabled,
+)
 from ._inspect_tab import InspectTab
 from ._preview_layers import PreviewLayers
 from ._run_status import run_status_for
@@ -80,7 +98,7 @@ def error_from_tail(tail: str) -> str:
 class _CloseGuard(QObject):
     """Event filter on napari's main window: closing during training asks, then stops cleanly."""
 
-    def __init__(self, widget: "TrainingWidget"):
+    def __init__(self, widget: TrainingWidget):
         super().__init__(widget)
         self._widget = weakref.ref(widget)
 
@@ -107,7 +125,7 @@ def _device_editor() -> Editor:
 class TrainingWidget(QWidget):
     """Learn2Synth training: inputs, settings, device, Start/Pause/Resume/Stop, progress, inspect."""
 
-    def __init__(self, napari_viewer, parent: Optional[QWidget] = None):
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.status = run_status_for(napari_viewer)
@@ -120,14 +138,14 @@ class TrainingWidget(QWidget):
         self.watcher.preview_arrived.connect(self._on_preview)
         self.watcher.restarted.connect(self._on_restarted)
         self.previews = PreviewLayers(napari_viewer, rotate=True)
-        self.plots: Optional[TrainingPlots] = None
+        self.plots: TrainingPlots | None = None
         self._plots_dock = None
         self.state: dict[str, Any] = {}
-        self._reported_error_for: Optional[str] = None
-        self._last_losses: dict[str, Optional[float]] = {}
-        self._last_dice: Optional[float] = None
-        self._pending_control: Optional[str] = None
-        self.confirm_close_answer: Optional[bool] = None  # tests: answer the close question
+        self._reported_error_for: str | None = None
+        self._last_losses: dict[str, float | None] = {}
+        self._last_dice: float | None = None
+        self._pending_control: str | None = None
+        self.confirm_close_answer: bool | None = None  # tests: answer the close question
 
         self.form = build_form()
         self.form.add("training.device", editor=_device_editor())
@@ -158,7 +176,7 @@ class TrainingWidget(QWidget):
             setattr(self.status, name, value)
 
     @property
-    def run_dir(self) -> Optional[Path]:
+    def run_dir(self) -> Path | None:
         return self.status.run_dir
 
     @property
@@ -166,7 +184,7 @@ class TrainingWidget(QWidget):
         return self.status.step
 
     @property
-    def last_preview(self) -> Optional[dict[str, Any]]:
+    def last_preview(self) -> dict[str, Any] | None:
         return self.inspect.last_preview
 
     @property

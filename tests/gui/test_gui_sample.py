@@ -70,7 +70,8 @@ def test_warm_start_schedule_and_list_settings_round_trip(make_napari_viewer, tm
                                             "sigma_range": [0.0, 0.3]},
                            "training": {"init_from": model, "init_theta_from": model,
                                         "lr_augmentation_schedule": "cosine", "lr_augmentation_final": 0.2}})
-    assert widget.form["augmentation.inu_c_init"].text() == "0.2 0.5 0.8" and widget.form["augmentation.sigma_range"].isEnabled()
+    assert widget.form["augmentation.inu_c_init"].text() == "0.2 0.5 0.8"
+    assert widget.form["augmentation.sigma_range"].isEnabled()
     got = widget.settings_dict()
     assert got["augmentation"]["inu_c_init"] == [0.2, 0.5, 0.8]
     assert got["augmentation"]["sigma_range"] == [0.0, 0.3] and got["augmentation"]["noise"] == "uniform"

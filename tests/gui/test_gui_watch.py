@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import yaml
-from gui_support import make_volumes
 
+from gui_support import make_volumes
 from l2s_napari._owned_layers import find_role
 from l2s_napari._training_widget import TrainingWidget
 
