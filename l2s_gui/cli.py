@@ -16,6 +16,7 @@ from .errors import L2SError
 from .starter import STARTER_NAME
 
 EXAMPLES = """examples:
+  l2s gui                                    napari with the sample loaded and training ready (Start)
   l2s demo                                   train briefly on the built-in sample and segment it
   l2s train config.yaml -o runs/exp1         train (config: see resources/configs/default.yaml)
   l2s train config.yaml -o runs/exp1 --set training.steps=5000 --set data.ndim=3
@@ -52,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("--steps", type=int, help="new total number of steps")
     r.add_argument("--quiet", action="store_true")
+
+    g = sub.add_parser("gui", help="open napari with the built-in sample loaded and the training widget ready")
+    g.add_argument("--no-sample", action="store_true", help="start without the built-in sample")
+    g.add_argument("--open", metavar="RUN_DIR", help="open (and follow) a run folder")
+    g.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
 
     w = sub.add_parser("watch", help="follow the progress of a run folder (e.g. synced from a server)")
     w.add_argument("run_dir")
@@ -332,15 +338,14 @@ def cmd_resume(args) -> int:
 
 def cmd_watch(args) -> int:
     from .events import DoneEvent, StepEvent, ValidationEvent
-    from .run_lock import writer_alive
-    from .runs import RunFolder
+    from .runs import ENDED, RunReader
 
-    run = RunFolder(args.run_dir)
+    reader = RunReader(args.run_dir)
+    run = reader.run
     if not run.exists():
         raise L2SError(f"{run.path}: not a run folder (no config.yaml)")
-    offset = 0
     while True:
-        events, offset = run.read_events(offset)
+        events, _restarted = reader.new_events()
         for e in events:
             try:
                 if isinstance(e, StepEvent) and (args.once is False or e is events[-1]):
@@ -357,10 +362,12 @@ def cmd_watch(args) -> int:
         status = state.get("status")
         summary = (f"status: {status or 'unknown'}, step {state.get('step')}/{state.get('total_steps')}"
                    f" on {state.get('device')}")
-        if args.once or status in ("finished", "stopped", "error"):
+        if reader.more_events_pending():
+            continue
+        if args.once or status in ENDED:
             print(summary)
             return 0
-        alive, who = writer_alive(run.path, state)
+        alive, who = run.writer_alive(state)
         if not alive:
             print(summary)
             raise L2SError(f"{run.path}: {who}; the run died without finishing "
@@ -377,6 +384,26 @@ def _split_model_argument(args) -> tuple[str, list[str]]:
         if first.suffix == ".safetensors" or (first.is_dir() and (first / "config.yaml").is_file()):
             return inputs[0], inputs[1:]
     return (args.model or STARTER_NAME), inputs
+
+
+def gui_command(args) -> list[str]:
+    """The command line of the GUI process (the plugin's ``python -m l2s_napari``; the engine itself
+    never imports napari)."""
+    argv = [sys.executable, "-m", "l2s_napari", "--size", args.size]
+    if args.no_sample:
+        argv.append("--no-sample")
+    if args.open:
+        argv += ["--open", str(args.open)]
+    return argv
+
+
+def cmd_gui(args) -> int:
+    import subprocess
+
+    missing = [name for name in ("napari", "l2s_napari") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise L2SError(f"the GUI needs {' and '.join(missing)}: pip install -e \".[gui]\" (napari, Qt, the plugin)")
+    return subprocess.call(gui_command(args))
 
 
 def cmd_segment(args) -> int:
@@ -466,7 +493,8 @@ def demo_summary(run, table) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment, "demo": cmd_demo}
+COMMANDS = {"gui": cmd_gui, "train": cmd_train, "resume": cmd_resume, "watch": cmd_watch, "segment": cmd_segment,
+            "demo": cmd_demo}
 
 
 def _one_line(text: str) -> str:

@@ -637,11 +637,17 @@ def validate(cfg: Config) -> None:
                  "per_image) or inu")
 
 
+SYNTHESIS_METHODS = ("learn2synth", "synthseg", "mixed")
+"""Training methods that synthesise images from label maps (``data.label_maps`` needed)."""
+REAL_PAIR_METHODS = ("learn2synth", "mixed", "finetuned", "supervised")
+"""Training methods that use real (scan, labels) pairs (``data.real_images`` / ``real_labels``)."""
+
+
 def check_data_present(cfg: Config) -> None:
     """The inputs a training method needs are listed (files are checked when loaded)."""
     d, method = cfg.data, cfg.training.method
-    if method in ("learn2synth", "synthseg", "mixed"):
+    if method in SYNTHESIS_METHODS:
         _require(bool(d.label_maps), "data.label_maps", "list at least one label map (file or folder) for synthesis")
-    if method in ("learn2synth", "mixed", "finetuned", "supervised") and not cfg.recovery.enabled:
+    if method in REAL_PAIR_METHODS and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")

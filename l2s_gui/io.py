@@ -9,7 +9,7 @@ folder, then ``os.replace``).
 from __future__ import annotations
 
 import os
-import tempfile
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,20 +18,17 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations as ornt
 
+from .atomic import atomic_path
 from .errors import InputError, L2SError, OutputExistsError
 
 __all__ = ["Volume", "load_volume", "load_scan", "load_label_map", "check_pair", "save_volume",
-           "expand_paths", "volume_suffix", "strip_suffix", "to_ras", "from_ras", "SUFFIXES"]
+           "expand_paths", "volume_suffix", "strip_suffix", "to_ras", "from_ras", "SUFFIXES",
+           "read_volume", "write_volume", "is_integer_valued", "looks_like_labels", "label_dtype",
+           "axis_aligned_transform", "affine_from_scale_translate"]
 
 SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh")
 _SUFFIX_TEXT = ".nii, .nii.gz or .mgz"
 AFFINE_TOLERANCE_MM = 1e-3
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def volume_suffix(path: str | Path) -> str | None:
@@ -83,9 +80,9 @@ class Volume:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_volume(path: str | Path) -> Volume:
-    """Load a 3D volume (data as stored, scaling applied). 2D images become one slice (X, Y, 1);
-    trailing singleton dimensions are squeezed; real 4D images are refused."""
+def _open(path: str | Path):
+    """(nibabel image, data as stored with its scaling applied unless the file holds unscaled
+    integers, which keep their on-disk dtype, affine); InputError naming the file otherwise."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
@@ -95,7 +92,14 @@ def load_volume(path: str | Path) -> Volume:
         raise InputError(f"{path}: unsupported file type; use {_SUFFIX_TEXT}")
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        dataobj = img.dataobj
+        slope, inter = getattr(dataobj, "slope", 1.0), getattr(dataobj, "inter", 0.0)
+        unscaled = (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None) or np.isnan(inter))
+        on_disk = np.dtype(img.get_data_dtype())
+        if unscaled and on_disk.kind in "iub" and hasattr(dataobj, "get_unscaled"):
+            data = np.asarray(dataobj.get_unscaled()).astype(on_disk, copy=False)
+        else:
+            data = np.asanyarray(dataobj)
         affine = np.asarray(img.affine, dtype=np.float64)
     except MemoryError:
         raise InputError(f"{path}: too large to load into memory") from None
@@ -106,6 +110,18 @@ def load_volume(path: str | Path) -> Volume:
                          f"{_first_line(exc)})") from None
     if data.dtype.names is not None or np.iscomplexobj(data):
         raise InputError(f"{path}: unsupported voxel type {data.dtype}; give a real-valued 3D volume")
+    if 0 in data.shape:
+        raise InputError(f"{path}: empty image of shape {tuple(data.shape)}")
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path}: invalid voxel-to-world affine in the header; fix the file's geometry")
+    return img, data, affine
+
+
+def load_volume(path: str | Path) -> Volume:
+    """Load a 3D volume (data as stored, scaling applied). 2D images become one slice (X, Y, 1);
+    trailing singleton dimensions are squeezed; real 4D images are refused."""
+    path = Path(path)
+    img, data, affine = _open(path)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 4:
@@ -114,11 +130,23 @@ def load_volume(path: str | Path) -> Volume:
         data = data[:, :, None]
     if data.ndim != 3:
         raise InputError(f"{path}: {data.ndim}D image of shape {tuple(data.shape)}; give one 3D volume")
-    if 0 in data.shape:
-        raise InputError(f"{path}: empty image of shape {tuple(data.shape)}")
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(f"{path}: invalid voxel-to-world affine in the header; fix the file's geometry")
     return Volume(np.ascontiguousarray(data), affine, img.header, path)
+
+
+def read_volume(path: str | Path) -> Volume:
+    """A volume as a viewer shows it: 2D, 3D or 4D (volumes last) data in voxel order, unscaled
+    integer files in their on-disk dtype (label values round-trip exactly), the affine and header.
+    The napari reader and the sample data use it; training reads through :func:`load_scan` /
+    :func:`load_label_map`, which add their checks to the same reading."""
+    path = Path(path)
+    img, data, affine = _open(path)
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3, 4):
+        raise InputError(f"{path}: expected a 2D/3D volume, got shape {tuple(data.shape)}")
+    return Volume(data, affine, img.header, path)
 
 
 def load_scan(path: str | Path) -> Volume:
@@ -246,16 +274,16 @@ def _output_dtype(data: np.ndarray, suffix: str) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def _build_image(data: np.ndarray, like: Volume, suffix: str):
-    affine = np.asarray(like.affine, dtype=np.float64)
+def _build_image(data: np.ndarray, affine: np.ndarray, header_like: Any, suffix: str):
+    affine = np.asarray(affine, dtype=np.float64)
     dtype = _output_dtype(data, suffix)
     arr = np.asarray(data).astype(dtype, copy=False)
     if suffix in (".mgz", ".mgh"):
-        header = like.header.copy() if isinstance(like.header, nib.freesurfer.mghformat.MGHHeader) else None
+        header = header_like.copy() if isinstance(header_like, nib.freesurfer.mghformat.MGHHeader) else None
         img = nib.MGHImage(arr, affine, header=header)
         img.header.set_data_dtype(dtype)
         return img
-    hdr_like = like.header if isinstance(like.header, nib.Nifti1Header) else None
+    hdr_like = header_like if isinstance(header_like, nib.Nifti1Header) else None
     header = hdr_like.copy() if hdr_like is not None else None
     cls = nib.Nifti2Image if isinstance(hdr_like, nib.Nifti2Header) else nib.Nifti1Image
     img = cls(arr, affine, header=header)
@@ -293,23 +321,137 @@ def save_volume(path: str | Path, data: np.ndarray, like: Volume, overwrite: boo
     data = np.asarray(data)
     if data.shape != tuple(like.data.shape):
         raise ValueError(f"data shape {data.shape} differs from the reference grid {tuple(like.data.shape)}")
-    img = _build_image(data, like, suffix)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{strip_suffix(path)}.", suffix=f".tmp{suffix}", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write here ({_first_line(exc)})") from None
-    try:
-        nib.save(img, tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    img = _build_image(data, like.affine, like.header, suffix)
+    _save_atomic(img, path, suffix)
     return path
+
+
+def _save_atomic(img, path: Path, suffix: str) -> None:
+    with atomic_path(path, keep_suffix=suffix) as tmp:
+        nib.save(img, str(tmp))
+
+
+def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: Any = None) -> Path:
+    """Write ``data`` (voxel order, 2D to 4D) with ``affine`` as NIfTI, or MGZ when the name says so
+    (no suffix: ``.nii.gz`` is added); ``header`` (a nibabel header, e.g. from :func:`read_volume`)
+    keeps its qform/sform codes and units. Replaces an existing file (napari's save dialog has
+    asked); written atomically. Dtypes as :func:`save_volume`. Returns the path written."""
+    path = Path(path).expanduser()
+    suffix = volume_suffix(path)
+    if suffix is None:
+        path = path.with_name(path.name + ".nii.gz")
+        suffix = ".nii.gz"
+    if path.is_dir():
+        raise OutputExistsError(f"{path}: is a folder; give a file name for the output")
+    data = np.asarray(data)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    _save_atomic(_build_image(data, affine, header, suffix), path, suffix)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- scan or labels
+# File-name hints: a name that says "labels" wins over the value heuristics, and so does "scan".
+_LABEL_HINT = re.compile(r"(^|[^a-z])(label|labels|seg|aseg|aparc|parc|dseg|mask|lab|synthseg|prediction)"
+                         r"([^a-z]|$)", re.I)
+_SCAN_HINT = re.compile(r"(^|[^a-z])(t1|t1w|t2|t2w|flair|pd|scan|image|img|mprage|norm|brain|orig)([^a-z]|$)", re.I)
+
+
+def is_integer_valued(data: np.ndarray, max_check: int = 2_000_000) -> bool:
+    """Integer dtype, or float data whose (sampled) values are all whole numbers."""
+    data = np.asarray(data)
+    if data.dtype.kind in "iub":
+        return True
+    if data.dtype.kind != "f":
+        return False
+    flat = data.reshape(-1)
+    if flat.size > max_check:
+        flat = flat[:: flat.size // max_check + 1]
+    return bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat)))
+
+
+def looks_like_labels(data: np.ndarray, path: str | Path | None = None) -> bool:
+    """Whether a volume is a label map (else a scan): the one decision the reader, the sample data
+    and the training inputs share.
+
+    Non-integer values: a scan. Otherwise the file name decides when it says so ("aseg", "labels",
+    "seg", ... vs "T1", "scan", ...); else few distinct values (<= 64, or a sparse set of at most
+    1000 values within their range) make a label map, while a dense range (a uint8 T1) is a scan.
+
+    >>> looks_like_labels(np.array([[0, 2], [41, 2]]))
+    True
+    >>> looks_like_labels(np.arange(256, dtype=np.uint8).reshape(16, 16), "sub-01_T1w.nii.gz")
+    False
+    """
+    if not is_integer_valued(data):
+        return False
+    name = strip_suffix(path) if path is not None else ""
+    if name and _LABEL_HINT.search(name):
+        return True
+    if name and _SCAN_HINT.search(name):
+        return False
+    flat = np.asarray(data).reshape(-1)
+    if flat.size > 4_000_000:
+        flat = flat[:: flat.size // 4_000_000 + 1]
+    values = np.unique(flat)
+    if values.size <= 64:
+        return True
+    span = float(values[-1]) - float(values[0]) + 1
+    return values.size <= 1000 and values.size < 0.5 * span
+
+
+def label_map_problem(data: np.ndarray, name: str) -> str:
+    """Why ``data`` cannot be a label map ("" when it can): non-integer or negative values."""
+    if not is_integer_valued(data):
+        return f"{name} is not a label map (it holds non-integer values)"
+    data = np.asarray(data)
+    if data.size and data.min() < 0:
+        return f"{name} is not a label map (negative values)"
+    return ""
+
+
+def label_dtype(data: np.ndarray) -> np.dtype:
+    """The integer dtype a label map keeps (the file's own integer type when it has one)."""
+    data = np.asarray(data)
+    if data.dtype.kind in "iu":
+        return data.dtype
+    if data.dtype.kind == "b":
+        return np.dtype(np.uint8)
+    lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
+    if lo >= 0 and hi < 2**16:
+        return np.dtype(np.uint16) if hi >= 256 else np.dtype(np.uint8)
+    return np.dtype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------- display geometry
+def axis_aligned_transform(affine: np.ndarray, ndim: int = 3) -> tuple[list[float], list[float]]:
+    """(scale, translate): the axis-aligned part of a voxel-to-world affine (voxel sizes and origin).
+
+    Viewers that slice in 2D ignore rotations and shears (napari does), so they display a volume
+    with this transform and keep the true affine beside it.
+
+    >>> axis_aligned_transform(np.diag([2.0, 3.0, 4.0, 1.0]))
+    ([2.0, 3.0, 4.0], [0.0, 0.0, 0.0])
+    """
+    affine = np.asarray(affine, dtype=float)
+    scale = np.linalg.norm(affine[:3, :3], axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    translate = affine[:3, 3]
+    return (list(map(float, scale[:ndim])) + [1.0] * max(0, ndim - 3),
+            list(map(float, translate[:ndim])) + [0.0] * max(0, ndim - 3))
+
+
+def affine_from_scale_translate(scale: Sequence[float], translate: Sequence[float]) -> np.ndarray:
+    """A voxel-to-world affine from the last three (or fewer) axes' scale and translate."""
+    scale = [float(v) for v in list(scale)[-3:]]
+    translate = [float(v) for v in list(translate)[-3:]]
+    while len(scale) < 3:
+        scale.append(1.0)
+        translate.append(0.0)
+    affine = np.eye(4)
+    affine[[0, 1, 2], [0, 1, 2]] = scale
+    affine[:3, 3] = translate
+    return affine
 
 
 # ---------------------------------------------------------------------------------------------- paths

@@ -20,12 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
+from .atomic import atomic_write_bytes, atomic_write_text
 from .augment import build_augmentation
 from .config import Config
 from .errors import ConfigError, InputError
 from .labels import LabelTable
 from .nets import UNet
-from .runs import atomic_write_bytes, atomic_write_text
 
 FORMAT = "l2s-gui-model"
 FORMAT_VERSION = 1

@@ -37,68 +37,31 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .atomic import atomic_write_bytes, atomic_write_text, dir_mode, file_mode, is_temporary_name
 from .config import Config
 from .errors import InputError, OutputError, OutputExistsError, write_error
-from .events import EVENT_TYPES, Event, PreviewEvent, event_from_json
+from .events import EVENT_TYPES, Event, PreviewEvent, StepEvent
 
 CONTROL_COMMANDS = ("pause", "resume", "stop")
+ACTIVE = ("running", "paused")
+"""Statuses of a run whose process should be alive (check with :meth:`RunFolder.writer_alive`)."""
+ENDED = ("stopped", "finished", "error")
 LOCK_NAME = "run.lock"
-RUN_FILES = ("config.yaml", "state.json", "metrics.jsonl", "control.json", "model.safetensors", "model.json",
-             "error.log", LOCK_NAME)
-RUN_DIRS = ("previews", "checkpoints")
+CONFIG_NAME, STATE_NAME, METRICS_NAME, CONTROL_NAME = "config.yaml", "state.json", "metrics.jsonl", "control.json"
+MODEL_NAME, MODEL_JSON_NAME, ERROR_LOG_NAME = "model.safetensors", "model.json", "error.log"
+PREVIEWS_DIR, PREVIEW_NAME, CHECKPOINTS_DIR = "previews", "latest.npz", "checkpoints"
+INPUTS_DIR = "inputs"
+"""Where a controller (the GUI) writes the inputs of a run it starts (layers as NIfTI, the config)
+before the trainer creates the run folder around them."""
+RUN_FILES = (CONFIG_NAME, STATE_NAME, METRICS_NAME, CONTROL_NAME, MODEL_NAME, MODEL_JSON_NAME, ERROR_LOG_NAME,
+             LOCK_NAME)
+RUN_DIRS = (PREVIEWS_DIR, CHECKPOINTS_DIR)
 HEARTBEAT_EVERY_S = 30.0
 """state.json's heartbeat is refreshed at least this often while events are written."""
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
-def current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def file_mode() -> int:
-    """Mode of a new file under the user's umask (0644 with the usual 022)."""
-    return 0o666 & ~current_umask()
-
-
-def dir_mode() -> int:
-    """Mode of a new folder under the user's umask (0755 with the usual 022)."""
-    return 0o777 & ~current_umask()
-
-
 def hostname() -> str:
     return socket.gethostname()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` atomically (temporary file, fsync, rename) with a umask-following mode.
-    Raises :class:`~l2s_gui.errors.OutputError` naming the path when it cannot be written."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            Path(tmp).unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise write_error(path, exc) from None
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 class RunFolder:
@@ -110,35 +73,81 @@ class RunFolder:
     # paths
     @property
     def config_path(self) -> Path:
-        return self.path / "config.yaml"
+        return self.path / CONFIG_NAME
 
     @property
     def state_path(self) -> Path:
-        return self.path / "state.json"
+        return self.path / STATE_NAME
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_NAME
 
     @property
     def preview_path(self) -> Path:
-        return self.path / "previews" / "latest.npz"
+        return self.path / PREVIEWS_DIR / PREVIEW_NAME
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
 
     @property
     def model_path(self) -> Path:
-        return self.path / "model.safetensors"
+        return self.path / MODEL_NAME
 
     @property
     def control_path(self) -> Path:
-        return self.path / "control.json"
+        return self.path / CONTROL_NAME
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.path / INPUTS_DIR
 
     # creation
     def exists(self) -> bool:
         return self.config_path.is_file()
+
+    def looks_like_run(self) -> bool:
+        """A run folder (its config or its state is there), possibly still starting or damaged."""
+        return self.config_path.is_file() or self.state_path.is_file()
+
+    def has_checkpoint(self) -> bool:
+        """Any committed checkpoint folder (intact or not: see :meth:`latest_checkpoint`)."""
+        return bool(self.checkpoint_dirs())
+
+    def prepare_inputs(self) -> Path:
+        """Make an empty ``inputs/`` folder for a run a controller is about to start here.
+
+        The emptiness rule: the run folder must not exist, be empty, or hold only an ``inputs/``
+        folder (an earlier start of ours that failed before the run began: it is removed). Anything
+        else is refused with an OutputExistsError (the GUI's Start never reuses a folder)."""
+        names = self._entries()
+        if names == [INPUTS_DIR]:
+            try:
+                shutil.rmtree(self.inputs_dir)
+            except OSError as exc:
+                raise write_error(self.inputs_dir, exc) from None
+        elif self.path.exists() and (not self.path.is_dir() or names):
+            raise OutputExistsError(f"{self.path}: run folder exists and is not empty; choose a new folder "
+                                    f"(or open it to resume it)")
+        try:
+            self.inputs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.inputs_dir, exc) from None
+        return self.inputs_dir
+
+    def writer_alive(self, state: Optional[dict[str, Any]] = None) -> tuple[bool, str]:
+        """(whether a process still writes this run, who or why not): its lock held here, or for a
+        run on another host a recent heartbeat in state.json (:func:`l2s_gui.run_lock.writer_alive`)."""
+        from .run_lock import writer_alive
+
+        return writer_alive(self.path, state)
+
+    def lock_holder(self) -> Optional[dict[str, Any]]:
+        """Who holds the run's lock (a live writer), or None."""
+        from .run_lock import lock_holder
+
+        return lock_holder(self.path) if self.path.is_dir() else None
 
     def _entries(self) -> list[str]:
         try:
@@ -204,7 +213,7 @@ class RunFolder:
             except OSError:
                 continue
             for p in entries:
-                if p.name.startswith(".tmp_step_") or (p.name.startswith(".") and p.name.endswith(".tmp")):
+                if p.name.startswith(".tmp_step_") or is_temporary_name(p.name):
                     try:
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                         removed.append(p)
@@ -300,14 +309,7 @@ class RunFolder:
         except OSError:
             return [], offset
         end = chunk.rfind(b"\n") + 1
-        events = []
-        for line in chunk[:end].splitlines():
-            try:
-                item = sanitize_event_json(json.loads(line))
-                if item is not None:
-                    events.append(event_from_json(item))
-            except (ValueError, KeyError, TypeError, RecursionError):
-                continue
+        events = parse_event_lines(chunk[:end])
         return events, offset + end
 
     def iter_events(self) -> Iterator[Event]:
@@ -474,6 +476,142 @@ class RunFolder:
 
 
 # ---------------------------------------------------------------------------------------------- reading defensively
+class RunReader:
+    """Incremental, defensive reader of one run folder for watchers (the GUI, ``l2s watch``).
+
+    Each call reads only what changed since the previous one: :meth:`new_events` the whole lines
+    appended to metrics.jsonl (typed events; a line being written waits for the next call; a file
+    that shrank or was replaced -- a run started anew or resumed -- reads from the start and says
+    so), :meth:`state_if_changed` state.json and :meth:`preview_if_changed` the latest preview, each
+    only when its file changed (one ``stat`` per call otherwise). Nothing read can raise: damaged
+    lines, fields or files are skipped (the ``sanitize_*`` helpers)."""
+
+    MAX_BYTES_PER_READ = 4 << 20
+    """A long past run's metrics arrive in chunks, so one call never stalls an event loop."""
+
+    def __init__(self, path: str | Path):
+        self.run = RunFolder(path)
+        self.offset = 0
+        self._state_key: Optional[tuple[int, int, int]] = None
+        self._preview_key: Optional[tuple[int, int, int]] = None
+        self._metrics_inode: Optional[int] = None
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def new_events(self) -> tuple[list[Event], bool]:
+        """(events appended since the last call, whether the file was restarted)."""
+        path = self.run.metrics_path
+        try:
+            st = path.stat()
+        except OSError:
+            return [], False
+        restarted = False
+        replaced = self._metrics_inode is not None and st.st_ino != self._metrics_inode
+        if st.st_size < self.offset or (replaced and self.offset > 0):
+            self.offset, restarted = 0, True
+        self._metrics_inode = st.st_ino
+        if st.st_size == self.offset:
+            return [], restarted
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read(self.MAX_BYTES_PER_READ)
+        except OSError:
+            return [], restarted
+        end = chunk.rfind(b"\n") + 1
+        if end == 0 and len(chunk) < self.MAX_BYTES_PER_READ:
+            return [], restarted  # a line is being written
+        if end == 0:  # one absurdly long line: skip it
+            end = len(chunk)
+        self.offset += end
+        return parse_event_lines(chunk[:end]), restarted
+
+    def more_events_pending(self) -> bool:
+        try:
+            return self.run.metrics_path.stat().st_size > self.offset
+        except OSError:
+            return False
+
+    def state_if_changed(self) -> Optional[dict[str, Any]]:
+        """The sanitised state.json when it changed since the last call, else None (also while it
+        is being replaced or when it is damaged)."""
+        key = _stat_key(self.run.state_path)
+        if key is None or key == self._state_key:
+            return None
+        try:
+            state = json.loads(self.run.state_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        self._state_key = key
+        return sanitize_state(state) if isinstance(state, dict) else None
+
+    def preview_if_changed(self) -> Optional[dict[str, Any]]:
+        """The latest preview's arrays (:func:`load_preview_arrays`) when the file changed, else None."""
+        key = _stat_key(self.run.preview_path)
+        if key is None or key == self._preview_key:
+            return None
+        arrays = load_preview_arrays(self.run.preview_path)
+        if arrays is None:
+            return None  # replaced under us (next call) or damaged
+        self._preview_key = key
+        return arrays
+
+    def send_control(self, command: str) -> None:
+        self.run.send_control(command)
+
+
+def _stat_key(path: Path) -> Optional[tuple[int, int, int]]:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def parse_event_lines(data: bytes) -> list[Event]:
+    """Typed events from whole metrics.jsonl lines; unusable lines are skipped, missing fields of a
+    usable one take neutral values (:func:`lenient_event`)."""
+    events = []
+    for line in data.splitlines():
+        try:
+            item = sanitize_event_json(json.loads(line))
+        except (ValueError, RecursionError):
+            continue
+        if item is not None:
+            events.append(lenient_event(item))
+    return events
+
+
+def _neutral(annotation: Any) -> Any:
+    text = str(annotation)
+    if "Optional" in text or "None" in text:
+        return None
+    for name, value in (("dict", {}), ("list", []), ("float", float("nan")), ("int", 0), ("bool", False),
+                        ("str", "")):
+        if text.startswith(name):
+            return value() if callable(value) else value
+    return None
+
+
+def lenient_event(item: dict[str, Any]) -> Event:
+    """The typed event of a sanitised metrics line (:func:`sanitize_event_json`), fields it lacks
+    (a damaged or older line) set to neutral values: None, NaN, 0, "" or empty."""
+    import dataclasses
+
+    cls = EVENT_TYPES[item["kind"]]
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in item:
+            kwargs[f.name] = item[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kwargs[f.name] = _neutral(f.type)
+    if cls is StepEvent and kwargs.get("it_per_s") != kwargs.get("it_per_s"):
+        kwargs["it_per_s"] = 0.0
+    return cls(**kwargs)
+
+
 PREVIEW_KEYS = ("synthetic", "augmented", "real", "prediction", "real_labels")
 MAX_PREVIEW_VOXELS = 64 << 20
 CHECKPOINT_META = {"step": int, "inner_t": int, "label_table": dict}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write_text
 from .errors import InputError
 from .io import Volume, load_label_map, load_scan, save_volume
 from .starter import STARTER_NAME, STARTER_NETWORK, STARTER_TABLE, STARTER_VOXEL_SIZE
@@ -167,9 +168,7 @@ def sample_paths(folder: Path | str | None = None, n_label_maps: int = 4, n_real
         grid = _deformation_grid(labels.shape, seed=1001 + i)
         save_volume(ip, _warp(t1, grid, "bilinear"), like, overwrite=True)
         save_volume(lp, _warp(labels, grid, "nearest"), like, overwrite=True)
-    tmp = manifest_path.with_name(f".sample.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(wanted, indent=1))
-    os.replace(tmp, manifest_path)
+    atomic_write_text(manifest_path, json.dumps(wanted, indent=1))
     return paths
 
 

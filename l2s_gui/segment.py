@@ -41,8 +41,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .device import is_out_of_memory, resolve_device
-from .errors import DeviceMemoryError, InputError, L2SError, OutputError, write_error
+from .errors import DeviceMemoryError, InputError, L2SError, OutputError
 from .intensity import normalize_intensities
 from .io import (Volume, check_output_path, expand_paths, from_ras, load_scan, save_volume, strip_suffix, to_ras,
                  volume_suffix)
@@ -370,12 +371,52 @@ def segment_volume(model, scan: Volume, device: torch.device | str = "cpu", over
     return segment_scan(model, scan, device, overlap, batch_size, progress, cancelled, flip, clean).labels
 
 
+def label_volumes(labels: np.ndarray, affine: np.ndarray, table: LabelTable) -> dict[int, tuple[int, float]]:
+    """value -> (voxel count, hard volume in mm^3) for every non-background label of ``table`` (0 when
+    absent) and any other non-zero value present."""
+    voxel = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+    flat = np.asarray(labels).reshape(-1)
+    if flat.size and flat.min() >= 0 and flat.max() < (1 << 20):
+        counts = np.bincount(flat.astype(np.intp, copy=False))
+        found = {int(v): int(counts[v]) for v in np.flatnonzero(counts)}
+    else:
+        values, n = np.unique(flat, return_counts=True)
+        found = dict(zip(values.tolist(), n.tolist()))
+    out = {int(v): (found.get(int(v), 0), found.get(int(v), 0) * voxel) for v in table.values if v != 0}
+    for v, n in found.items():
+        if v != 0 and v not in out:
+            out[int(v)] = (int(n), n * voxel)
+    return out
+
+
 def label_volumes_mm3(labels: np.ndarray, affine: np.ndarray, table: LabelTable) -> dict[int, float]:
     """Volume in mm^3 of every non-background label of ``table`` (0 for absent labels)."""
-    voxel = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
-    values, counts = np.unique(labels, return_counts=True)
-    found = dict(zip(values.tolist(), counts.tolist()))
-    return {int(v): found.get(int(v), 0) * voxel for v in table.values if v != 0}
+    values = set(int(v) for v in table.values if v != 0)
+    return {v: mm3 for v, (_n, mm3) in label_volumes(labels, affine, table).items() if v in values}
+
+
+def segment_image(model, data: np.ndarray, affine: np.ndarray, device: torch.device | str = "cpu",
+                  source: Optional[str] = None, progress: Progress = None, cancelled: Cancelled = None,
+                  flip: bool = True, clean: bool = False) -> Segmentation:
+    """:func:`segment_scan` for an array in voxel order (a viewer's layer): 2D images are one slice;
+    the labels come back in the image's shape, as uint8 when they fit (else int32). ``source`` names
+    the image in messages."""
+    data = np.asarray(data)
+    if data.ndim not in (2, 3):
+        raise InputError(f"{source or 'image'}: expected a 2D or 3D scan, got shape {data.shape}")
+    if data.dtype.kind not in "iuf" or data.dtype == np.bool_:
+        raise InputError(f"{source or 'image'}: unsupported data type {data.dtype} for a scan")
+    squeeze = data.ndim == 2
+    array = np.asarray(data, dtype=np.float32)
+    volume = Volume(array[..., None] if squeeze else array, np.asarray(affine, float), None,
+                    Path(source) if source else None)
+    result = segment_scan(model, volume, device, progress=progress, cancelled=cancelled, flip=flip, clean=clean)
+    labels = np.asarray(result.labels)
+    if squeeze and labels.ndim == 3:
+        labels = labels[..., 0]
+    small = labels.size and labels.max() <= 255 and labels.min() >= 0
+    result.labels = labels.astype(np.uint8 if small else np.int32, copy=False)
+    return result
 
 
 def write_volumes_csv(path: str | Path, rows: list[tuple[str, dict[int, float]]], table: LabelTable,
@@ -384,22 +425,13 @@ def write_volumes_csv(path: str | Path, rows: list[tuple[str, dict[int, float]]]
     --vol`` writes soft volumes: :attr:`Segmentation.volumes_mm3`), ``total`` their sum."""
     path = check_output_path(path, overwrite, inputs)
     values = [v for v in table.values if v != 0]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["subject", "total"] + [f"{table.name_of(v)} ({v})" for v in values])
             for subject, volumes in rows:
                 writer.writerow([subject, f"{sum(volumes.values()):.1f}"]
                                 + [f"{volumes.get(v, 0.0):.1f}" for v in values])
-        tmp.replace(path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise write_error(path, exc) from None
     return path
 
 

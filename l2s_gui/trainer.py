@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .augment import build_augmentation
 from .augment.base import Augmentation
-from .config import Config, check_data_present
+from .config import SYNTHESIS_METHODS, Config, check_data_present
 from .data import TrainingData
 from .device import autocast_factory, describe_device, is_out_of_memory, resolve_device
 from .errors import DeviceMemoryError, InputError, L2SError, out_of_memory_message
@@ -136,7 +136,7 @@ class Trainer:
         n_levels = len(config.network.widths)
         rec = config.recovery
         self.data = data or TrainingData.from_config(
-            config.data, seed=t.seed, need_label_maps=self.method not in ("supervised", "finetuned"),
+            config.data, seed=t.seed, need_label_maps=self.method in SYNTHESIS_METHODS,
             need_real=not rec.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
             pad_multiple=2 ** (n_levels - 1),
             val_label_maps=rec.val_label_maps if rec.enabled else (),
@@ -284,7 +284,7 @@ class Trainer:
         ``hyper_schedule`` says, when theta is learnt. Does not advance ``step`` (:meth:`run` does)."""
         phi = self._params()
         self.inner.lr = self.segmentation_lr(self.step)
-        if self.method in ("supervised", "finetuned"):
+        if self.method not in SYNTHESIS_METHODS:  # supervised, finetuned: real pairs only
             x, y = self.real_batches()
             loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
@@ -370,7 +370,7 @@ class Trainer:
 
     @torch.no_grad()
     def preview(self) -> PreviewEvent | None:
-        if self.method in ("supervised", "finetuned"):
+        if self.method not in SYNTHESIS_METHODS:
             x, _, y = self._last_batch
             augmented = x
         else:

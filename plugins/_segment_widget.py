@@ -1,88 +1,98 @@
 """The "Segment" dock widget: a trained model + an image layer -> a Labels layer on the image's grid.
 
-Runs ``l2s_gui.segment.segment_scan`` in a worker thread (napari ``thread_worker``) with progress
-and cancel; the result keeps the image's scale/translate and true affine, holds the original label
-values, and comes with a per-label volume table (mm^3: voxel counts and soft volumes from the
-posteriors, as ``l2s segment --vol``) that can be saved as CSV, the labels as NIfTI. Options: the
-left/right flipped pass (on by default; a note when the model's label table allows none) and the
-largest-connected-component clean-up.
+The model: the current training run's (the viewer's shared :class:`RunStatus` says which run and
+when its model changed: no polling), the shipped starter model (the default when there is no other
+model), or a model file. Runs the engine's :func:`l2s_gui.segment.segment_image` in a worker thread
+(napari ``thread_worker``) with progress and cancel; the result keeps the image's scale/translate
+and true affine, holds the original label values, and comes with a per-label volume table (voxel
+counts and volumes from :func:`l2s_gui.segment.label_volumes`, soft volumes from the posteriors)
+that saves as the engine's CSV (:func:`l2s_gui.segment.write_volumes_csv`, as ``l2s segment
+--vol``), the labels as NIfTI. Options: the left/right flipped pass (on by default; a note when
+the model's label table allows none) and the largest-connected-component clean-up.
 """
 
 from __future__ import annotations
 
-import csv
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QFileDialog, QFormLayout, QHeaderView, QLabel, QLineEdit,
-                            QProgressBar, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QElidingLineEdit, ensure_main_thread
 
-from ._common import LayerCombo, error_text, notify_error, notify_info, set_enabled
-from ._forms import browse_row, button, button_row, choose_model_file, combo, device_choices
-from ._geometry import layer_affine, voxel_volume_mm3, write_volume
-from ._layers import upsert
+from l2s_gui.io import write_volume
+
+from . import _notify
+from ._form_widgets import browse_row, button, button_row, choose_model_file, combo, device_choices, set_enabled
+from ._layer_pickers import LayerCombo
+from ._nifti_layers import layer_affine
+from ._owned_layers import upsert
+from ._run_status import run_status_for
 
 CURRENT_RUN = "current training run"
+STARTER_MODEL = "starter model"
 MODEL_FILE = "model file"
 
 
-class _Progress(QObject):
-    """Thread-safe progress relay (emitted from the worker thread, received on the GUI thread)."""
+def starter_path() -> Path | None:
+    from l2s_gui.starter import starter_model_path
 
-    changed = Signal(int, int)
-
-
-def label_volumes(labels: np.ndarray, affine: np.ndarray) -> dict[int, tuple[int, float]]:
-    """value -> (voxel count, volume in mm^3) for every non-zero label present."""
-    labels = np.asarray(labels)
-    flat = labels.reshape(-1)
-    if flat.size and flat.min() >= 0 and flat.max() < (1 << 20):
-        counts = np.bincount(flat.astype(np.intp, copy=False))
-        values = np.flatnonzero(counts)
-        counts = counts[values]
-    else:
-        values, counts = np.unique(flat, return_counts=True)
-    vox = voxel_volume_mm3(affine)
-    return {int(v): (int(c), float(c) * vox) for v, c in zip(values, counts) if v != 0}
+    return starter_model_path()
 
 
 class SegmentWidget(QWidget):
     """Segment an image layer with a trained Learn2Synth model."""
 
-    def __init__(self, napari_viewer, parent: Optional[QWidget] = None):
+    def __init__(self, napari_viewer, parent: QWidget | None = None):
         super().__init__(parent)
         self.viewer = napari_viewer
+        trainer_attached = run_status_for(napari_viewer).trainer_attached
+        self.status = run_status_for(napari_viewer)
         self._worker = None
         self._cancel = threading.Event()
-        self._progress = _Progress(self)
-        self._progress.changed.connect(self._on_progress)
         self.result_layer = None
         self.volumes: dict[int, tuple[int, float]] = {}
         self.soft_volumes: dict[int, float] = {}
         self.notes: list[str] = []
         self._names: dict[int, str] = {}
-        self._info_key: Optional[tuple] = None
+        self._info_key: tuple | None = None
+        self._table_of_result = None
+        self._subject = ""
         self._build()
+        # no model of the user's own yet: the starter model (a training run, once there is one, wins)
+        self._auto_source = True
+        self.refresh_starter()
+        if not trainer_attached and self.status.run_dir is None and starter_path() is not None:
+            self._choose_source(STARTER_MODEL)
+        self.status.events.run_dir.connect(self._on_run_changed)
+        self.status.events.model_version.connect(self._update_buttons)
         self._update_buttons()
-        # the training widget's run (and its model file) changes without telling us: re-check cheaply
-        self._refresh = QTimer(self)
-        self._refresh.setInterval(1500)
-        self._refresh.timeout.connect(self._update_buttons)
-        self._refresh.start()
 
     # ------------------------------------------------------------------------------------ layout
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         form = QFormLayout()
-        self.model_source = combo([CURRENT_RUN, MODEL_FILE])
-        self.model_source.setToolTip("The model.safetensors of the run in the training widget, or a model file")
-        self.model_source.currentTextChanged.connect(self._update_buttons)
+        self.model_source = combo([CURRENT_RUN, STARTER_MODEL, MODEL_FILE])
+        self.model_source.setToolTip("The model.safetensors of the run in the training widget, the shipped "
+                                     "starter model, or a model file")
+        self.model_source.currentTextChanged.connect(self._on_source_chosen)
         form.addRow("model", self.model_source)
-        self.model_path = QLineEdit()
+        self.model_path = QElidingLineEdit()
         self.model_path.setPlaceholderText("model.safetensors (or a run folder)")
         self.model_path.textChanged.connect(self._on_model_path_edited)
         form.addRow("file", browse_row(self.model_path, self._browse_model, "Choose a model file"))
@@ -142,28 +152,59 @@ class SegmentWidget(QWidget):
 
     def _on_model_path_edited(self, text: str) -> None:
         if text.strip():
-            self.model_source.setCurrentText(MODEL_FILE)
+            self._choose_source(MODEL_FILE)
+            self._auto_source = False
         self._update_buttons()
 
-    def model_file(self) -> Optional[Path]:
-        if self.model_source.currentText() == CURRENT_RUN:
-            from ._training_widget import training_widget_for
+    def _choose_source(self, source: str) -> None:
+        self.model_source.blockSignals(True)
+        self.model_source.setCurrentText(source)
+        self.model_source.blockSignals(False)
 
-            trainer = training_widget_for(self.viewer)
-            if trainer is None or trainer.run_dir is None:
-                return None
-            return trainer.run_dir / "model.safetensors"
+    def _on_source_chosen(self, *_args) -> None:
+        self._auto_source = False
+        self._update_buttons()
+
+    def _on_run_changed(self, *_args) -> None:
+        if self._auto_source and self.status.run_dir is not None:
+            self._choose_source(CURRENT_RUN)
+        self._update_buttons()
+
+    def refresh_starter(self) -> None:
+        """Enable the starter entry when this installation holds the starter model (else say why)."""
+        from l2s_gui.starter import STARTER_FILE
+
+        item = self.model_source.model().item(self.model_source.findText(STARTER_MODEL))
+        available = starter_path() is not None
+        item.setEnabled(available)
+        item.setToolTip("the shipped starter model: 2D, background + 4 brain classes" if available else
+                        f"no starter model in this installation ({STARTER_FILE} is not installed)")
+        if not available and self.model_source.currentText() == STARTER_MODEL:
+            self._choose_source(CURRENT_RUN)
+
+    def model_file(self) -> Path | None:
+        source = self.model_source.currentText()
+        if source == CURRENT_RUN:
+            from l2s_gui.runs import RunFolder
+
+            return RunFolder(self.status.run_dir).model_path if self.status.run_dir is not None else None
+        if source == STARTER_MODEL:
+            return starter_path()
         text = self.model_path.text().strip()
         if not text:
             return None
+        from l2s_gui.runs import RunFolder
+
         path = Path(text).expanduser()
-        return path / "model.safetensors" if path.is_dir() else path
+        return RunFolder(path).model_path if path.is_dir() else path
 
     def _model_problem(self) -> str:
         path = self.model_file()
+        source = self.model_source.currentText()
         if path is None:
             return ("no training run: start or open one in 'Learn2Synth training', or choose a model file"
-                    if self.model_source.currentText() == CURRENT_RUN else "choose a model file")
+                    if source == CURRENT_RUN else "no starter model in this installation; choose a model file"
+                    if source == STARTER_MODEL else "choose a model file")
         if not path.is_file():
             return (f"the run has no model yet (written at its first checkpoint): {path}"
                     if self.model_source.currentText() == CURRENT_RUN else f"{path}: file not found")
@@ -214,8 +255,9 @@ class SegmentWidget(QWidget):
             ndim = cfg.get("data", {}).get("ndim", "?")
             self.model_info.setText(f"{ndim}D, {len(labels)} classes, step {meta.get('step', '?')}")
         except Exception as exc:  # noqa: BLE001
-            self.model_info.setText(f"<span style='color:#e06c75'>{error_text(exc)}</span>")
+            self.model_info.setText(f"<span style='color:#e06c75'>{_notify.error_text(exc)}</span>")
 
+    @ensure_main_thread
     def _on_progress(self, done: int, total: int) -> None:
         # no synchronous repaint per slice (QProgressBar.setValue repaints at once otherwise)
         self.progress.setUpdatesEnabled(False)
@@ -232,31 +274,25 @@ class SegmentWidget(QWidget):
         problem = self._model_problem()
         layer = self.image_combo.layer()
         if problem or layer is None:
-            notify_error(problem or "open an image layer (a scan) to segment")
+            _notify.notify_error(problem or "open an image layer (a scan) to segment")
             return False
         data = np.asarray(layer.data)
-        if data.ndim not in (2, 3):
-            notify_error(f"layer '{layer.name}': expected a 2D or 3D scan, got shape {data.shape}")
-            return False
-        if data.dtype.kind not in "iuf" or data.dtype == np.bool_:
-            notify_error(f"layer '{layer.name}': unsupported data type {data.dtype} for a scan")
-            return False
         model_path = self.model_file()
         affine = layer_affine(layer)
         device = self.device_combo.currentText()
         flip, clean = self.flip_check.isChecked(), self.clean_check.isChecked()
         self._cancel.clear()
-        progress = self._progress.changed
         cancel = self._cancel
 
         from napari.qt.threading import thread_worker
 
         source = (layer.metadata or {}).get("source_path") or f"layer '{layer.name}'"
+        self._subject = source
 
         @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
             return run_segmentation(model_path, data, affine, device,
-                                    progress=lambda d, t: progress.emit(int(d), int(t)),
+                                    progress=lambda d, t: self._on_progress(int(d), int(t)),
                                     cancelled=cancel.is_set, source=source, flip=flip, clean=clean)
 
         worker = work()
@@ -277,7 +313,7 @@ class SegmentWidget(QWidget):
             self.progress.setFormat("cancelling …")
 
     def _on_error(self, exc: BaseException) -> None:
-        notify_error(f"segmentation failed: {error_text(exc)}")
+        _notify.notify_error(f"segmentation failed: {_notify.error_text(exc)}")
 
     def _on_finished(self) -> None:
         self._worker = None
@@ -286,7 +322,7 @@ class SegmentWidget(QWidget):
             self.progress.setFormat("cancelled")
         self._update_buttons()
 
-    def _on_result(self, result: Optional[dict[str, Any]], layer, model_path: Path) -> None:
+    def _on_result(self, result: dict[str, Any] | None, layer, model_path: Path) -> None:
         if result is None:  # cancelled
             return
         labels = result["labels"]
@@ -298,11 +334,12 @@ class SegmentWidget(QWidget):
                                    name=f"{layer.name} segmentation", scale=list(layer.scale),
                                    translate=list(layer.translate), metadata=meta, opacity=0.5)
         self._names = result.get("names", {})
+        self._table_of_result = result.get("table")
         self.volumes = result["volumes"]
         self.soft_volumes = result.get("soft_volumes", {})
         self.notes = list(result.get("notes", []))
         for note in self.notes:
-            notify_info(note)
+            _notify.notify_info(note)
         self._fill_table()
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
@@ -338,7 +375,7 @@ class SegmentWidget(QWidget):
         if path:
             self.save_labels(path)
 
-    def save_labels(self, path: str | Path) -> Optional[str]:
+    def save_labels(self, path: str | Path) -> str | None:
         layer = self.result_layer
         if layer is None:
             return None
@@ -349,29 +386,30 @@ class SegmentWidget(QWidget):
             out = write_volume(path, np.asarray(layer.data), layer_affine(layer),
                                header=(layer.metadata or {}).get("header"))
         except Exception as exc:  # noqa: BLE001
-            notify_error(error_text(exc))
+            _notify.notify_error(_notify.error_text(exc))
             return None
-        notify_info(f"labels saved to {out}")
-        return out
+        _notify.notify_info(f"labels saved to {out}")
+        return str(out)
 
     def _save_csv_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save volumes", "volumes.csv", "CSV (*.csv)")
         if path:
             self.save_csv(path)
 
-    def save_csv(self, path: str | Path) -> Optional[str]:
-        try:
-            with open(path, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["label", "name", "voxels", "volume_mm3", "soft_volume_mm3"])
-                for value, (count, mm3) in sorted(self.volumes.items()):
-                    soft = self.soft_volumes.get(value)
-                    writer.writerow([value, self._names.get(value, f"label {value}"), count, f"{mm3:.3f}",
-                                     "" if soft is None else f"{soft:.3f}"])
-        except OSError as exc:
-            notify_error(f"{path}: cannot write ({exc})")
+    def save_csv(self, path: str | Path) -> str | None:
+        """The soft volumes of the last segmentation in the engine's CSV format (``l2s segment --vol``:
+        one row per subject, one column per label)."""
+        if self._table_of_result is None:
             return None
-        return str(path)
+        try:
+            from l2s_gui.segment import write_volumes_csv
+
+            out = write_volumes_csv(path, [(self._subject, self.soft_volumes)], self._table_of_result,
+                                    overwrite=True)
+        except Exception as exc:  # noqa: BLE001
+            _notify.notify_error(_notify.error_text(exc))
+            return None
+        return str(out)
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.cancel()
@@ -379,46 +417,34 @@ class SegmentWidget(QWidget):
 
 
 def run_segmentation(model_path: Path, data: np.ndarray, affine: np.ndarray, device: str,
-                     progress=None, cancelled=None, source: Optional[str] = None, flip: bool = True,
-                     clean: bool = False) -> Optional[dict[str, Any]]:
-    """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread).
+                     progress=None, cancelled=None, source: str | None = None, flip: bool = True,
+                     clean: bool = False) -> dict[str, Any] | None:
+    """Load the model and segment ``data`` (voxel order, ``affine``) on ``device`` (worker thread)
+    with the engine (:func:`l2s_gui.segment.segment_image`, :func:`~l2s_gui.segment.label_volumes`).
 
     Returns {"labels": original label values on the image's grid, "volumes": {value: (voxels, mm3)}
     for every label of the model (0 when absent), "soft_volumes": {value: mm3 from the posteriors},
-    "names": {value: name}, "notes": [things to tell the user]} or None when cancelled.
+    "names": {value: name}, "table": the label table, "notes": [things to tell the user]} or None
+    when cancelled.
     """
     import torch
 
     from l2s_gui.device import resolve_device
-    from l2s_gui.io import Volume
     from l2s_gui.model_io import load_model
-    from l2s_gui.segment import SegmentationCancelled, label_volumes_mm3, segment_scan
+    from l2s_gui.segment import SegmentationCancelled, label_volumes, segment_image
 
     dev = resolve_device(device, key="device")
     model = load_model(model_path, dev)
-    squeeze = data.ndim == 2
-    array = np.asarray(data, dtype=np.float32)
-    volume = Volume(array[..., None] if squeeze else array, np.asarray(affine, float), None,
-                    Path(source) if source else None)
     report = (lambda fraction: progress(int(round(1000 * fraction)), 1000)) if progress else None
     try:
-        result = segment_scan(model, volume, dev, progress=report, cancelled=cancelled, flip=flip, clean=clean)
+        result = segment_image(model, data, affine, dev, source=source, progress=report, cancelled=cancelled,
+                               flip=flip, clean=clean)
     except SegmentationCancelled:
         return None
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    labels = np.asarray(result.labels)
-    if squeeze and labels.ndim == 3:
-        labels = labels[..., 0]
-    dtype = np.uint8 if labels.size and labels.max() <= 255 and labels.min() >= 0 else np.int32
-    labels = labels.astype(dtype, copy=False)
-    counts = label_volumes(labels, affine)
-    voxel = voxel_volume_mm3(affine)
-    volumes = {v: (int(round(mm3 / voxel)) if voxel else counts.get(v, (0, 0.0))[0], float(mm3))
-               for v, mm3 in label_volumes_mm3(labels, affine, model.table).items()}
-    for v, item in counts.items():  # values outside the table (should not happen) still show
-        volumes.setdefault(v, item)
     names = {int(v): n for v, n in zip(model.table.values, model.table.names)}
-    return {"labels": labels, "volumes": volumes, "soft_volumes": dict(result.volumes_mm3), "names": names,
+    return {"labels": result.labels, "volumes": label_volumes(result.labels, affine, model.table),
+            "soft_volumes": dict(result.volumes_mm3), "names": names, "table": model.table,
             "notes": list(result.notes)}

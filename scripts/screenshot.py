@@ -4,10 +4,11 @@ Run under Xvfb on a headless machine::
 
     xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshot.py [--steps 120] [--out docs/screenshot.png]
 
-The sample T1 + labels are opened from the plugin's sample-data menu entry, the "Learn2Synth
-training" and "Segment" widgets are docked, a short CPU training runs in its subprocess (live
+napari opens as ``l2s gui`` opens it (the sample loaded, the "Learn2Synth training" and "Segment"
+widgets docked with the demo's settings), a short CPU training runs in its subprocess (live
 previews and plots), the learned INU field and noise are shown, the sample scan is segmented with
-the trained model, and the whole window is saved.
+the trained model, and the whole window is saved. ``--live``: save the window while training runs
+(at its first previews) instead.
 """
 
 from __future__ import annotations
@@ -57,34 +58,25 @@ def main(argv=None) -> int:
     p.add_argument("--run-dir", help="run folder (default: a temporary folder)")
     p.add_argument("--theme", default="dark")
     p.add_argument("--timeout-min", type=float, default=60, help="give up on the training after this long")
+    p.add_argument("--live", action="store_true", help="save the window during training, then stop it")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
-    import napari
+    import l2s_napari._notify as notify
+    from l2s_napari._gui_launcher import open_viewer
+    from l2s_napari._owned_layers import find_role
 
-    import l2s_napari._training_widget as training_widget
-    from l2s_napari._layers import find_role
+    notify.notify_info = lambda message: print(f"screenshot: {message}")  # no toast in the picture
 
-    training_widget.notify_info = lambda message: print(f"screenshot: {message}")  # no toast in the picture
-
-    viewer = napari.Viewer(title="napari · Learn2Synth", show=True)
+    viewer, widget, seg_widget = open_viewer(sample=True, size=f"{width}x{height}")
     viewer.theme = args.theme
-    window = viewer.window._qt_window
-    window.resize(width, height)
-
-    layers = viewer.open_sample("l2s-gui", "t1_labels")
-    scan = next(layer for layer in layers if type(layer).__name__ == "Image")
-    labels = next(layer for layer in layers if type(layer).__name__ == "Labels")
-
-    _, seg_widget = viewer.window.add_plugin_dock_widget("l2s-gui", "Segment", tabify=False)
-    _, widget = viewer.window.add_plugin_dock_widget("l2s-gui", "Learn2Synth training", tabify=True)
-    # the sample's files: deformed label maps for synthesis, three real pairs (train + validation)
-    if not widget.use_sample():
-        widget.add_pair(scan, labels)
-    widget.steps.setValue(args.steps)
-    widget.preview_every.setValue(10)
-    widget.val_every.setValue(25)
-    widget.checkpoint_every.setValue(max(10, args.steps // 2))
+    scan = next(layer for layer in viewer.layers if type(layer).__name__ == "Image")
+    labels = next(layer for layer in viewer.layers if type(layer).__name__ == "Labels")
+    form = widget.form
+    form["training.steps"].setValue(args.steps)
+    form["training.preview_every"].setValue(10)
+    form["training.val_every"].setValue(25)
+    form["training.checkpoint_every"].setValue(max(10, args.steps // 2))
     widget.device_combo.setCurrentText("cpu")
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="l2s_screenshot_")) / "run"
     widget.run_edit.setText(str(run_dir))
@@ -93,6 +85,22 @@ def main(argv=None) -> int:
     if not widget.start():
         print("screenshot: training did not start", file=sys.stderr)
         return 1
+    if args.live:
+        wait_until(lambda: widget.previews.step is not None and widget.previews.step >= 20, args.timeout_min * 60,
+                   "the first previews")
+        wait_until(lambda: widget.plots is not None and len(widget.plots.series.get("loss_synth", ())
+                                                            .x if "loss_synth" in widget.plots.series else []) > 5,
+                   600, "the first losses")
+        widget.plots.flush()
+        settle = time.perf_counter() + 2.0
+        wait_until(lambda: time.perf_counter() > settle, 5, "the last repaint")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(out), canvas_only=False, flash=False)
+        print(out)
+        widget.shutdown()
+        viewer.close()
+        return 0
     try:
         wait_until(lambda: not widget.process.is_running(), args.timeout_min * 60, "the training")
     except TimeoutError:
@@ -104,8 +112,8 @@ def main(argv=None) -> int:
         return 1
 
     # inspect the learned augmentation: INU field and noise of one draw on the synthetic preview
-    widget.inspect_source.setCurrentText("synthetic preview")
-    widget.show_components()
+    widget.inspect.inspect_source.setCurrentText("synthetic preview")
+    widget.inspect.show_components()
     wait_until(lambda: find_role(viewer, "inspect_noise") is not None, 120, "the INU field and noise")
 
     # segment the sample scan with the trained model

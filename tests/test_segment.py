@@ -302,3 +302,25 @@ def test_exported_model_carries_its_voxel_size(tmp_path):
     path_scan, affine = rotated_scan(tmp_path)
     labels = segment_volume(model, load_scan(path_scan))
     assert labels.shape == load_scan(path_scan).shape
+
+
+def test_segment_image_of_a_viewer_layer_and_its_volume_table(tmp_path):
+    """A 2D or 3D array in voxel order (a napari layer) -> labels in its shape and dtype uint8, the
+    hard volumes per label of the table (0 when absent) and the engine's one CSV format."""
+    from l2s_gui.segment import label_volumes, segment_image
+
+    image, classes = banded_image((10, 13, 11))
+    affine = np.diag([2.0, 1.0, 0.5, 1.0])
+    result = segment_image(stand_in(2, slice_axis=1), image, affine, "cpu", source="scan layer", flip=False)
+    expected = np.asarray(TABLE.values)[classes]
+    assert result.labels.dtype == np.uint8 and np.array_equal(result.labels, expected)
+    volumes = label_volumes(result.labels, affine, TABLE)
+    assert sorted(volumes) == [2, 3, 41]
+    for value, (count, mm3) in volumes.items():
+        assert count == int((expected == value).sum()) and mm3 == pytest.approx(count * 1.0)
+    flat = segment_image(stand_in(2, slice_axis=2), image[:, :, 4], affine, "cpu", flip=False)
+    assert flat.labels.shape == (10, 13) and np.array_equal(flat.labels, expected[:, :, 4])
+    with pytest.raises(InputError, match="scan layer: expected a 2D or 3D scan"):
+        segment_image(stand_in(2), np.zeros((2, 2, 2, 2)), affine, source="scan layer")
+    out = write_volumes_csv(tmp_path / "v.csv", [("scan layer", result.volumes_mm3)], TABLE)
+    assert out.read_text().splitlines()[0] == "subject,total,wm (2),gm (3),other (41)"

@@ -21,7 +21,8 @@ TINY_VALUES = (2, 41, 17)  # FreeSurfer-like label values: classes 1..3 stand fo
 if NO_GUI:
     # do not import the test modules (they import napari); test_gui_available.py reports the reason
     collect_ignore_glob = ["test_gui_io.py", "test_gui_sample.py", "test_gui_training.py", "test_gui_segment.py",
-                           "test_gui_watch.py", "test_gui_inspect.py", "test_gui_damaged.py"]
+                           "test_gui_watch.py", "test_gui_inspect.py", "test_gui_damaged.py",
+                           "test_gui_first_run.py", "test_gui_config_form.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,13 +44,11 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def errors(monkeypatch):
-    """The error notifications of both widgets, collected (in order) instead of shown."""
-    import l2s_napari._segment_widget as segment_widget
-    import l2s_napari._training_widget as training_widget
+    """The error notifications of every widget, collected (in order) instead of shown."""
+    import l2s_napari._notify as notify
 
     seen: list[str] = []
-    for module in (training_widget, segment_widget):
-        monkeypatch.setattr(module, "notify_error", seen.append)
+    monkeypatch.setattr(notify, "notify_error", seen.append)
     return seen
 
 

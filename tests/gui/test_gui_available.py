@@ -1,6 +1,7 @@
 """Reports (as a skip) why the GUI tests cannot run here; passes when they can."""
 
 import pytest
+
 from gui_support import NO_GUI
 
 

@@ -6,7 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from l2s_napari._geometry import display_transform, looks_like_labels
+from l2s_gui.io import axis_aligned_transform as display_transform
+from l2s_gui.io import looks_like_labels
 from l2s_napari._reader import napari_get_reader
 
 

@@ -35,22 +35,22 @@ def test_training_widget_uses_the_sample(make_napari_viewer):
     widget = TrainingWidget(viewer)
     assert not widget.start_button.isEnabled()
     assert widget.use_sample()
-    assert widget.pairs_table.rowCount() == 3
-    assert any(kind == "path" for kind, _ in widget.synth_list.sources())
+    assert widget.data.pairs_table.rowCount() == 3
+    assert any(kind == "path" for kind, _ in widget.data.synth_list.sources())
     network = sample_config()["network"]
-    assert widget.widths_edit.text() == " ".join(map(str, network["widths"]))
-    assert widget.norm_combo.currentText() == network["norm"]
+    assert widget.form["network.widths"].text() == " ".join(map(str, network["widths"]))
+    assert widget.form["network.norm"].currentText() == network["norm"]
     assert widget.start_button.isEnabled(), widget.start_button.toolTip()
 
 
 def test_voxel_size_setting_round_trip(make_napari_viewer):
     widget = TrainingWidget(make_napari_viewer())
     assert widget.settings_dict()["data"]["voxel_size"] == []
-    widget.voxel_size_edit.setText("1 1 1.5")
+    widget.form["data.voxel_size"].setText("1 1 1.5")
     assert widget.settings_dict()["data"]["voxel_size"] == [1.0, 1.0, 1.5]
     widget.apply_settings({"data": {"voxel_size": [2.0]}})
-    assert widget.voxel_size_edit.text() == "2"
-    widget.voxel_size_edit.setText("1 mm")
+    assert widget.form["data.voxel_size"].text() == "2"
+    widget.form["data.voxel_size"].setText("1 mm")
     with pytest.raises(ValueError, match="voxel size"):
         widget.settings_dict()
 
@@ -70,7 +70,8 @@ def test_warm_start_schedule_and_list_settings_round_trip(make_napari_viewer, tm
                                             "sigma_range": [0.0, 0.3]},
                            "training": {"init_from": model, "init_theta_from": model,
                                         "lr_augmentation_schedule": "cosine", "lr_augmentation_final": 0.2}})
-    assert widget.c_init.text() == "0.2 0.5 0.8" and widget.sigma_range_edit.isEnabled()
+    assert widget.form["augmentation.inu_c_init"].text() == "0.2 0.5 0.8"
+    assert widget.form["augmentation.sigma_range"].isEnabled()
     got = widget.settings_dict()
     assert got["augmentation"]["inu_c_init"] == [0.2, 0.5, 0.8]
     assert got["augmentation"]["sigma_range"] == [0.0, 0.3] and got["augmentation"]["noise"] == "uniform"

@@ -49,7 +49,8 @@ def test_segment_adds_labels_with_geometry_and_values(qtbot, make_napari_viewer,
     np.testing.assert_allclose(img.affine, scan.metadata["affine"], atol=1e-5)
     np.testing.assert_array_equal(np.asanyarray(img.dataobj), seg.data)
     assert widget.save_csv(tmp_path / "volumes.csv")
-    assert (tmp_path / "volumes.csv").read_text().startswith("label,name,voxels,volume_mm3")
+    # the engine's one volumes CSV (as `l2s segment --vol`): subject, total, one column per label
+    assert (tmp_path / "volumes.csv").read_text().startswith("subject,total,")
 
     # again: the same layer is updated in place
     n_layers = len(viewer.layers)
@@ -103,10 +104,10 @@ def test_segment_options_flip_note_clean_and_soft_volumes(qtbot, make_napari_vie
     """The flipped pass is on by default; the tiny model's table (2, 17, 41: a left hippocampus without
     its right side) allows none, which is said once per segmentation, not as an error; soft volumes
     fill their own column; the clean-up runs when ticked."""
-    import l2s_napari._segment_widget as segment_widget
+    import l2s_napari._notify as notify
 
     infos: list[str] = []
-    monkeypatch.setattr(segment_widget, "notify_info", infos.append)
+    monkeypatch.setattr(notify, "notify_info", infos.append)
     viewer = make_napari_viewer()
     widget = SegmentWidget(viewer)
     assert widget.flip_check.isChecked() and not widget.clean_check.isChecked()
@@ -123,7 +124,7 @@ def test_segment_options_flip_note_clean_and_soft_volumes(qtbot, make_napari_vie
     assert widget.table.columnCount() == 5 and widget.table.item(0, 4) is not None
     assert widget.save_csv(tmp_path / "v.csv")
     header = (tmp_path / "v.csv").read_text().splitlines()[0]
-    assert header == "label,name,voxels,volume_mm3,soft_volume_mm3"
+    assert header.split(",")[:2] == ["subject", "total"] and len(header.split(",")) == 2 + len(VALUES)
 
     infos.clear()
     widget.flip_check.setChecked(False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import l2s_napari._training_widget as tw
-from l2s_napari._layers import find_role
+from l2s_napari._owned_layers import find_role
 from l2s_napari._training_widget import TrainingWidget
 
 TIMEOUT_MS = 90_000
@@ -17,12 +17,12 @@ TIMEOUT_MS = 90_000
 
 def _tiny(widget: TrainingWidget, run_dir, steps: int = 5000) -> None:
     widget.run_edit.setText(str(run_dir))
-    widget.widths_edit.setText("4 8")
-    widget.batch_size.setValue(2)
-    widget.steps.setValue(steps)
-    widget.preview_every.setValue(4)
-    widget.val_every.setValue(10)
-    widget.checkpoint_every.setValue(50)
+    widget.form["network.widths"].setText("4 8")
+    widget.form["data.batch_size"].setValue(2)
+    widget.form["training.steps"].setValue(steps)
+    widget.form["training.preview_every"].setValue(4)
+    widget.form["training.val_every"].setValue(10)
+    widget.form["training.checkpoint_every"].setValue(50)
     widget.device_combo.setCurrentText("cpu")
 
 
@@ -116,7 +116,7 @@ def test_open_past_run_and_resume(qtbot, loaded, tmp_path, errors, make_napari_v
     widget.add_pair(layers["sub1_T1"], layers["sub1_labels"])
     run_dir = tmp_path / "past"
     _tiny(widget, run_dir, steps=12)
-    widget.checkpoint_every.setValue(5)
+    widget.form["training.checkpoint_every"].setValue(5)
     assert widget.start()
     qtbot.waitUntil(lambda: not widget.process.is_running(), timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: widget.state.get("status") == "finished", timeout=10_000)
@@ -129,10 +129,10 @@ def test_open_past_run_and_resume(qtbot, loaded, tmp_path, errors, make_napari_v
     qtbot.waitUntil(lambda: len(other.plots.series.get("loss_synth", ()).x) == 12, timeout=10_000)
     qtbot.waitUntil(lambda: find_role(viewer2, "preview_real") is not None, timeout=10_000)
     assert other.state["status"] == "finished"
-    assert other.widths_edit.text() == "4 8"  # settings restored from the run's config
+    assert other.form["network.widths"].text() == "4 8"  # settings restored from the run's config
     assert not other.stop_button.isEnabled()
     # resume to a larger step count in a new process (`l2s resume --steps`)
-    other.steps.setValue(16)
+    other.form["training.steps"].setValue(16)
     assert other.resume_button.isEnabled()
     other.resume()
     assert other.process.is_running()
@@ -148,27 +148,27 @@ def test_bad_inputs_notify_and_keep_viewer_usable(qtbot, loaded, tmp_path, error
     viewer, widget, layers = loaded
     # mismatched shapes
     small = viewer.add_labels(np.ones((8, 8, 8), np.int32), name="small_labels")
-    widget.scan_combo.set_layer_name("sub0_T1")
-    widget.labels_combo.set_layer_name("small_labels")
-    widget._add_layer_pair()
+    widget.data.scan_combo.set_layer_name("sub0_T1")
+    widget.data.labels_combo.set_layer_name("small_labels")
+    widget.data._add_layer_pair()
     assert errors and "shapes differ" in errors[-1]
-    assert widget.pairs_table.rowCount() == 0
+    assert widget.data.pairs_table.rowCount() == 0
     # non-label data chosen as labels
     viewer.add_image(np.random.default_rng(0).random((32, 40, 36)).astype(np.float32), name="float_img")
-    widget.labels_combo.set_layer_name("float_img")
-    widget._add_layer_pair()
+    widget.data.labels_combo.set_layer_name("float_img")
+    widget.data._add_layer_pair()
     assert "not a label map" in errors[-1]
-    assert widget.pairs_table.rowCount() == 0
+    assert widget.data.pairs_table.rowCount() == 0
     viewer.layers.remove(small)
 
     # an unreadable label map given as a file: the subprocess fails, the GUI reports its message
     bad = tmp_path / "bad_labels.nii.gz"
     bad.write_bytes(b"garbage")
-    widget.synth_list.add_path(str(bad))
+    widget.data.synth_list.add_path(str(bad))
     widget.add_pair(layers["sub0_T1"], layers["sub0_labels"])
     _tiny(widget, tmp_path / "badrun", steps=5)
-    for i in range(widget.synth_list.count()):  # only the bad file
-        item = widget.synth_list.item(i)
+    for i in range(widget.data.synth_list.count()):  # only the bad file
+        item = widget.data.synth_list.item(i)
         if "bad_labels" not in item.text():
             item.setCheckState(tw.Qt.CheckState.Unchecked)
     assert widget.start()

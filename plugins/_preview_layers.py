@@ -1,24 +1,27 @@
-"""Live preview tiles: synthetic image | learned-augmented image | real image + prediction overlay.
+"""Live preview tiles: synthetic image, learned-augmented image, real image + prediction overlay.
 
-Arranged side by side with translate offsets, to the right of the user's own data; updated in place
-on each new ``previews/latest.npz``.
+Laid out in a column to the right of the user's own data (never over it), each tile with its title
+in the gap above it, so no title can run into another one whatever the zoom (side by side, titles
+wider than their tiles on screen overlapped at 1280x800). Updated in place on each new preview; the
+user's layer selection is kept.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from ._layers import find_role, other_layers_extent, upsert
+from ._owned_layers import find_role, other_layers_extent, upsert
 
 TILES = [
-    # role, title, column
+    # role, title, row
     ("synthetic", "synthetic", 0),
     ("augmented", "learned A_θ", 1),
     ("real", "real + prediction", 2),
 ]
-GAP = 0.08  # fraction of the tile width between tiles
+GAP = 0.08  # fraction of the data's width between it and the tiles
+ROW_GAP = 0.22  # fraction of the tile height between tiles (the titles live there)
 
 
 def display_array(a: np.ndarray, rotate: bool) -> np.ndarray:
@@ -55,21 +58,23 @@ class PreviewLayers:
     def __init__(self, viewer, rotate: bool = False):
         self.viewer = viewer
         self.rotate = rotate
-        self._origin: Optional[np.ndarray] = None
-        self._shape: Optional[tuple[int, int]] = None
-        self.step: Optional[int] = None
+        self._origin: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self.step: int | None = None
+        self._titled_shape: tuple[int, ...] | None = None
 
-    def _tile_translate(self, column: int, shape: tuple[int, int]) -> list[float]:
+    def _tile_translate(self, row: int, shape: tuple[int, int]) -> list[float]:
         if self._origin is None or self._shape != shape:
             extent = other_layers_extent(self.viewer)
+            gap = ROW_GAP * shape[0]
             if extent is None or not np.all(np.isfinite(extent)):
-                self._origin = np.zeros(2)
+                self._origin = np.array([gap, 0.0])
             else:
                 width = extent[1, -1] - extent[0, -1]
-                self._origin = np.array([extent[0, -2], extent[1, -1] + max(GAP * width, 8.0)])
+                self._origin = np.array([extent[0, -2] + gap, extent[1, -1] + max(GAP * width, 8.0)])
             self._shape = shape
-        step = shape[1] * (1 + GAP)
-        return [float(self._origin[0]), float(self._origin[1] + column * step)]
+        step = shape[0] * (1 + ROW_GAP)
+        return [float(self._origin[0] + row * step), float(self._origin[1])]
 
     def update(self, arrays: dict[str, Any]) -> bool:
         """Show a preview (dict of arrays as in latest.npz). Returns False when it has no images."""
@@ -79,12 +84,14 @@ class PreviewLayers:
         shown = {k: display_array(arrays[k], self.rotate) for k in arrays if k != "step"}
         shape = tuple(shown["synthetic"].shape)
         first = find_role(self.viewer, "preview_synthetic") is None
+        selected = set(self.viewer.layers.selection)
+        active = self.viewer.layers.selection.active
         for role, _title, column in TILES:
             data = shown[role].astype(np.float32, copy=False)
             upsert(self.viewer, f"preview_{role}", "image", data, name=f"L2S {role}",
-                   translate=self._tile_translate(column, data.shape), scale=[1.0, 1.0],
+                   translate=self._tile_translate(column, shape), scale=[1.0, 1.0],
                    contrast_limits=[0.0, 1.0], colormap="gray", blending="translucent")
-        translate = self._tile_translate(2, shown["real"].shape)
+        translate = self._tile_translate(2, shape)
         if "prediction" in shown:
             upsert(self.viewer, "preview_prediction", "labels", shown["prediction"].astype(np.int32, copy=False),
                    name="L2S prediction", translate=translate, scale=[1.0, 1.0], opacity=0.45)
@@ -94,8 +101,15 @@ class PreviewLayers:
                            translate=translate, scale=[1.0, 1.0], opacity=0.9)
             if first:
                 layer.contour = 1
-        self._titles(shape)
+        if first or shape != self._titled_shape:
+            self._titles(shape)  # static: only when the tiles move (a points layer update redraws its text)
+            self._titled_shape = shape
+        self._show_step()
         if first:
+            self.viewer.layers.selection.clear()  # adding layers selected them: give the user's back
+            self.viewer.layers.selection.update(selected & set(self.viewer.layers))
+            if active is not None and active in self.viewer.layers:
+                self.viewer.layers.selection.active = active
             self.viewer.reset_view()
         return True
 
@@ -103,14 +117,17 @@ class PreviewLayers:
         """Static tile titles (a text-only Points layer); the step goes to the canvas text overlay,
         which is far cheaper to update than layer data."""
         points = []
-        for role, title, column in TILES:
-            y, x = self._tile_translate(column, shape)
-            points.append([y - 1.0, x])
+        for _role, _title, row in TILES:
+            y, x = self._tile_translate(row, shape)
+            points.append([y - 1.0, x])  # the text sits above its point, in the gap over the tile
         tile_titles(self.viewer, "preview_titles", points, [title for _r, title, _c in TILES])
+
+    def _show_step(self) -> None:
         overlay = getattr(self.viewer, "text_overlay", None)
         if overlay is not None and self.step is not None:
             overlay.text = f"Learn2Synth preview · step {self.step}"
             if not overlay.visible:
+                overlay.position = "bottom_left"  # under the user's data: the tiles fill the right
                 overlay.visible = True
 
     def layers(self) -> list:

@@ -1,39 +1,58 @@
 """The Inspect tab of the training widget: look at a model's learned augmentation A_θ (one draw with
-its INU field and noise, a gallery of draws) or apply it to an image layer. The computing is in
-:mod:`._inspect`; this module runs it in a worker thread and places the results as layers."""
+its INU field and noise, a gallery of draws) or apply it to an image layer. The computing is the
+engine's (:mod:`l2s_gui.augmentation_view`, Qt-free and tested headless); this tab runs it in a
+worker thread and places the results as layers."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
-from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel, QLineEdit, QWidget
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel, QVBoxLayout, QWidget
+from superqt import QElidingLineEdit
 
-from ._common import LayerCombo, error_text, set_enabled
-from ._forms import browse_row, button, choose_model_file, combo, spin, tab_page
-from ._geometry import layer_affine
-from ._layers import find_role, upsert
-from ._previews import tile_titles
+from . import _notify
+from ._form_widgets import browse_row, button, choose_model_file, combo, set_enabled, spin, tab_page
+from ._layer_pickers import LayerCombo
+from ._nifti_layers import layer_affine
+from ._owned_layers import find_role, other_layers_extent, upsert
+from ._preview_layers import PreviewLayers, tile_titles
+from ._run_status import RunStatus
 
 NO_MODEL_YET = "no model yet: it appears at the run's first checkpoint"
 
 
-class InspectMixin:
-    """The Inspect tab of :class:`TrainingWidget`.
+class InspectTab(QWidget):
+    """Inspect a model's learned augmentation: the current run's (``status.run_dir``) or a file's."""
 
-    Uses from the widget: ``viewer``, ``run_dir``, ``last_preview``, ``previews``, ``_worker``,
-    ``_update_buttons`` and the notifiers."""
+    def __init__(self, viewer, status: RunStatus, previews: PreviewLayers, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.status = status
+        self.previews = previews
+        self.last_preview: dict | None = None
+        self._worker = None
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self._build())
+        status.events.run_dir.connect(self._update_buttons)
+        status.events.model_version.connect(self._update_buttons)
+        self._update_buttons()
 
-    def _build_inspect_tab(self) -> QWidget:
+    def set_preview(self, arrays: dict | None) -> None:
+        self.last_preview = arrays
+        self._update_buttons()
+
+    def _build(self) -> QWidget:
         page, layout = tab_page()
         box = QGroupBox("Learned augmentation")
         form = QFormLayout(box)
         self.inspect_model = combo(["current run", "model file"], "current run")
         self.inspect_model.currentTextChanged.connect(self._update_buttons)
         form.addRow("model", self.inspect_model)
-        self.inspect_model_path = QLineEdit()
+        self.inspect_model_path = QElidingLineEdit()
         self.inspect_model_path.setPlaceholderText("model.safetensors")
         self.inspect_model_path.textChanged.connect(self._update_buttons)
         form.addRow("file", browse_row(self.inspect_model_path, self._browse_model))
@@ -67,13 +86,15 @@ class InspectMixin:
             self.inspect_model_path.setText(path)
             self.inspect_model.setCurrentText("model file")
 
-    def inspect_model_path_resolved(self) -> Optional[Path]:
+    def inspect_model_path_resolved(self) -> Path | None:
         if self.inspect_model.currentText() == "current run":
-            return self.run_dir / "model.safetensors" if self.run_dir is not None else None
+            from l2s_gui.runs import RunFolder
+
+            return RunFolder(self.status.run_dir).model_path if self.status.run_dir is not None else None
         text = self.inspect_model_path.text().strip()
         return Path(text).expanduser() if text else None
 
-    def _update_inspect_buttons(self) -> None:
+    def _update_buttons(self, *_args) -> None:
         model_path = self.inspect_model_path_resolved()
         have_model = model_path is not None and model_path.is_file()
         source = self.inspect_source.currentText()
@@ -97,16 +118,16 @@ class InspectMixin:
     def _load_model(self, path: Path):
         """The model (cached), or None after notifying why not."""
         try:
-            from ._inspect import load_model_cached
+            from l2s_gui.augmentation_view import load_model_cached
 
             return load_model_cached(path)
         except Exception as exc:  # noqa: BLE001
-            self._notify_error(error_text(exc))
+            _notify.notify_error(_notify.error_text(exc))
             return None
 
     def _start_worker(self, worker, on_result: Callable, busy: str) -> None:
         worker.returned.connect(on_result)
-        worker.errored.connect(lambda exc: self._notify_error(error_text(exc)))
+        worker.errored.connect(lambda exc: _notify.notify_error(_notify.error_text(exc)))
         self.inspect_status.setText(busy)
         self._worker = worker
         worker.start()
@@ -128,12 +149,12 @@ class InspectMixin:
             raise ValueError("open an image layer first")
         data = layer.data
         if model.ndim == 2:
-            from ._inspect import normalize, plane_index
+            from l2s_gui.intensity import normalize_intensities
 
             index, transpose = plane_index(layer, self.viewer)
 
             def plane():
-                volume = normalize(np.asarray(data))  # whole volume, as in training
+                volume = normalize_intensities(np.asarray(data, np.float32))  # whole volume, as in training
                 p = np.asarray(volume[index], np.float32)
                 return (p.T if transpose else p), True
 
@@ -145,7 +166,7 @@ class InspectMixin:
     def _run_inspect(self, what: str) -> None:
         path = self.inspect_model_path_resolved()
         if path is None or not path.is_file():
-            self._notify_error("no model file to inspect yet")
+            _notify.notify_error("no model file to inspect yet")
             return
         seed = int(self.inspect_seed.value())
         n = int(self.gallery_n.value())
@@ -155,18 +176,18 @@ class InspectMixin:
         try:
             produce, layer = self._inspect_input(model)
         except Exception as exc:  # noqa: BLE001
-            self._notify_error(error_text(exc))
+            _notify.notify_error(_notify.error_text(exc))
             return
         from napari.qt.threading import thread_worker
 
-        from . import _inspect
+        from l2s_gui import augmentation_view
 
         @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
         def work():
             image, normalized = produce()
             if what == "components":
-                return _inspect.components(model, image, seed=seed, normalized=normalized)
-            return _inspect.gallery(model, image, n=n, seed=seed, normalized=normalized)
+                return augmentation_view.components(model, image, seed=seed, normalized=normalized)
+            return augmentation_view.gallery(model, image, n=n, seed=seed, normalized=normalized)
 
         worker = work()
         worker.finished.connect(lambda: self.inspect_status.setText(""))
@@ -180,20 +201,18 @@ class InspectMixin:
 
     # ------------------------------------------------------------------------------------ results
     def _inspect_origin(self, shape: tuple[int, ...]) -> list[float]:
-        """Top-left of the inspection row: under the preview tiles (or next to the data)."""
+        """Top-left of the inspection row: right of the preview tiles (or under the data)."""
         synthetic = find_role(self.viewer, "preview_synthetic")
-        if synthetic is not None:
+        if synthetic is not None:  # beside the preview column, level with its first tile
             y, x = synthetic.translate[-2:]
-            return [float(y + synthetic.data.shape[-2] * 1.15), float(x)]
-        from ._layers import other_layers_extent
-
+            return [float(y), float(x + synthetic.data.shape[-1] * 1.15)]
         extent = other_layers_extent(self.viewer)
         if extent is None:
             return [0.0, 0.0]
         return [float(extent[1, -2] + 8), float(extent[0, -1])]
 
     def _show_inspect(self, what: str, result, layer, model) -> None:
-        from ._inspect import mosaic
+        from l2s_gui.augmentation_view import mosaic
 
         theta = model.augmentation.theta() if hasattr(model.augmentation, "theta") else {}
         desc = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else
@@ -261,22 +280,22 @@ class InspectMixin:
         path = self.inspect_model_path_resolved()
         layer = self.inspect_layer.layer()
         if path is None or not path.is_file() or layer is None:
-            self._notify_error("choose a model and an image layer first")
+            _notify.notify_error("choose a model and an image layer first")
             return
         model = self._load_model(path)
         if model is None:
             return
         from napari.qt.threading import thread_worker
 
-        from ._inspect import apply_to_volume
+        from l2s_gui.augmentation_view import augment_scan
 
         data = np.asarray(layer.data)
         seed = int(self.inspect_seed.value())
         affine = layer_affine(layer) if data.ndim == 3 else None
 
         @thread_worker(ignore_errors=True)  # errors go to our notification, not re-raised
-        def work():
-            return apply_to_volume(model, data, seed=seed, affine=affine)
+        def work():  # prepared as segmentation prepares a scan: RAS order, the model's voxel size
+            return augment_scan(model, data, affine, seed=seed)
 
         def done(result):
             if result is None:
@@ -289,3 +308,25 @@ class InspectMixin:
             self.inspect_status.setText(f"applied A_θ of {path.name} to '{layer.name}'")
 
         self._start_worker(work(), done, "applying …")
+
+
+def plane_index(layer, viewer) -> tuple[tuple, bool]:
+    """Index (into the layer's data) of the 2D plane the viewer shows now, and whether that plane must
+    be transposed to match the display (rows = the first displayed axis)."""
+    nd = layer.ndim
+    if nd == 2:
+        return (slice(None), slice(None)), False
+    world_displayed = list(viewer.dims.displayed)[-2:]
+    offset = viewer.dims.ndim - nd
+    axes = [a - offset for a in world_displayed if a - offset >= 0]
+    if len(axes) != 2:
+        axes = [nd - 2, nd - 1]
+    point = layer.world_to_data(viewer.dims.point[-nd:])
+    shape = layer.data.shape
+    index: list = []
+    for ax in range(nd):
+        if ax in axes:
+            index.append(slice(None))
+        else:
+            index.append(int(np.clip(round(float(point[ax])), 0, shape[ax] - 1)))
+    return tuple(index), axes[0] > axes[1]

@@ -7,7 +7,7 @@ is simply created again on the next update.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -68,15 +68,7 @@ def _kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def other_layers_extent(viewer, exclude_prefix: tuple[str, ...] = ("preview", "inspect")) -> Optional[np.ndarray]:
+def other_layers_extent(viewer, exclude_prefix: tuple[str, ...] = ("preview", "inspect")) -> np.ndarray | None:
     """World extent (2 x ndim) of the layers not owned by the plugin's previews, or None."""
     boxes = []
     for layer in viewer.layers:

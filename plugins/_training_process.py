@@ -13,7 +13,6 @@ import signal
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Optional
 
 from qtpy.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
@@ -32,19 +31,19 @@ class TrainingProcess(QObject):
     finished = Signal(int, str)
     output = Signal(str)
 
-    def __init__(self, parent: Optional[QObject] = None):
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._proc: Optional[QProcess] = None
+        self._proc: QProcess | None = None
         self._tail: deque[str] = deque(maxlen=40)
         self._partial = ""
         self._stopping = False
-        self.run_dir: Optional[Path] = None
+        self.run_dir: Path | None = None
 
     # state
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.state() != QProcess.ProcessState.NotRunning
 
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         if self._proc is None:
             return None
         pid = int(self._proc.processId())
@@ -76,7 +75,7 @@ class TrainingProcess(QObject):
         proc.errorOccurred.connect(self._on_error)
         proc.setWorkingDirectory(str(self.run_dir.parent if self.run_dir.parent.is_dir() else Path.cwd()))
         self._proc = proc
-        proc.start(sys.executable, ["-m", "l2s_napari._launch", "--nice", str(NICE), "--", *args])
+        proc.start(sys.executable, ["-m", "l2s_napari._niced_cli", "--nice", str(NICE), "--", *args])
         self.started.emit()
 
     def _read_output(self) -> None:
@@ -124,7 +123,7 @@ class TrainingProcess(QObject):
         proc = self._proc
         QTimer.singleShot(STOP_GRACE_MS, lambda: self._escalate(proc, interrupt=True))
 
-    def _escalate(self, proc: Optional[QProcess], interrupt: bool) -> None:
+    def _escalate(self, proc: QProcess | None, interrupt: bool) -> None:
         if proc is None or proc is not self._proc or not self.is_running():
             return
         if interrupt:

@@ -6,7 +6,7 @@ Colours follow the napari theme (background, text, accent) and change with it.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -37,7 +37,7 @@ class _Series:
         self.x: list[float] = []
         self.y: list[float] = []
 
-    def add(self, x: float, y: Optional[float]) -> None:
+    def add(self, x: float, y: float | None) -> None:
         if y is None:
             return
         try:
@@ -53,15 +53,16 @@ class _Series:
 
 
 class TrainingPlots(QWidget):
-    """Three plots side by side; feed them run-folder events (JSON dicts) with :meth:`add_events`.
+    """Three plots side by side; feed them run-folder events (:mod:`l2s_gui.events`) with :meth:`add_events`.
 
     Curves are redrawn at most every ``min_interval_ms`` (a pyqtgraph repaint plus the window
-    composite costs tens of milliseconds in software OpenGL; once a second is plenty for a human).
+    composite costs tens of milliseconds in software OpenGL; every two seconds is plenty for a human
+    following a training), without antialiasing (software painting of antialiased lines is slow).
     """
 
-    def __init__(self, parent: Optional[QWidget] = None, theme: str = "dark", min_interval_ms: int = 1000):
+    def __init__(self, parent: QWidget | None = None, theme: str = "dark", min_interval_ms: int = 2000):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=True)
+        pg.setConfigOptions(antialias=False)
         self._throttle = QTimer(self)
         self._throttle.setSingleShot(True)
         self._throttle.setInterval(min_interval_ms)
@@ -137,7 +138,7 @@ class TrainingPlots(QWidget):
     def _add(self, key: str, x: float, y: Any) -> None:
         self.series.setdefault(key, _Series()).add(x, y)
 
-    def add_events(self, events: list[dict[str, Any]]) -> None:
+    def add_events(self, events: list) -> None:
         touched = False
         for e in events:
             try:
@@ -149,22 +150,23 @@ class TrainingPlots(QWidget):
             if not self._throttle.isActive():
                 self._flush()  # draw now, then at most once per interval
 
-    def _add_event(self, e: dict[str, Any]) -> bool:
-        kind, step = e.get("kind"), e.get("step", 0)
-        if kind == "step":
-            self._add("loss_synth", step, e.get("loss_synth"))
-            self._add("loss_real", step, e.get("loss_real"))
-            theta = e.get("theta") or {}
-            for name, value in theta.items():
+    def _add_event(self, e) -> bool:
+        from l2s_gui.events import StepEvent, ValidationEvent
+
+        step = e.step
+        if isinstance(e, StepEvent):
+            self._add("loss_synth", step, e.loss_synth)
+            self._add("loss_real", step, e.loss_real)
+            for name, value in (e.theta or {}).items():
                 if isinstance(value, (list, tuple)):
                     for k, v in enumerate(value):
                         self._add(f"{name}_{k + 1}", step, v)
                 else:
                     self._add(name, step, value)
             return True
-        if kind == "validation":
-            self._add("mean_dice", step, e.get("mean_dice"))
-            for label, value in (e.get("dice") or {}).items():
+        if isinstance(e, ValidationEvent):
+            self._add("mean_dice", step, e.mean_dice)
+            for label, value in (e.dice or {}).items():
                 self._add(f"dice_{label}", step, value)
             return True
         return False
@@ -214,6 +216,6 @@ class TrainingPlots(QWidget):
                 self.curves[key] = curve
             curve.setData(x, y)
 
-    def last(self, key: str) -> Optional[float]:
+    def last(self, key: str) -> float | None:
         s = self.series.get(key)
         return s.y[-1] if s is not None and s.y else None

@@ -1,6 +1,6 @@
 """Start the engine CLI in a training subprocess at a lower CPU priority.
 
-``python -m l2s_napari._launch [--nice N] -- train CONFIG -o RUN ...`` lowers this process's
+``python -m l2s_napari._niced_cli [--nice N] -- train CONFIG -o RUN ...`` lowers this process's
 scheduling priority (``os.nice``, POSIX only) and runs ``l2s_gui.cli.main``. On a machine where the
 training saturates the CPU, the napari process then always gets the CPU first when it needs it (a few
 percent of one core), so the GUI stays responsive while the training keeps nearly all of its speed.

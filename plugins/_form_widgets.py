@@ -1,34 +1,32 @@
-"""Qt building blocks for the widgets' forms: spin boxes, combos, tab pages, button rows, file rows."""
+"""Qt building blocks of the widgets: spin boxes, combos, tab pages, button rows, file rows, button
+gating with a tooltip saying why, the device choice."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QLineEdit,
-                            QPushButton, QScrollArea, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 def default_run_root() -> Path:
     """Where new runs go, and where the file dialogs for runs and models start."""
     return Path.home() / "l2s_runs"
-
-
-def ints(text: str, what: str) -> list[int]:
-    """Whole numbers separated by spaces or commas; ValueError naming ``what`` otherwise."""
-    try:
-        return [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(f"{what}: expected whole numbers separated by spaces, got {text!r}") from None
-
-
-def floats(text: str, what: str) -> list[float]:
-    """Numbers separated by spaces or commas; ValueError naming ``what`` otherwise."""
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise ValueError(f"{what}: expected numbers separated by spaces, got {text!r}") from None
 
 
 def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
@@ -39,16 +37,7 @@ def spin(lo: int, hi: int, value: int, step: int = 1) -> QSpinBox:
     return s
 
 
-def dspin(lo: float, hi: float, value: float, decimals: int = 4, step: float = 0.01) -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
-    s.setDecimals(decimals)
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    s.setValue(value)
-    return s
-
-
-def combo(items: list[str], current: Optional[str] = None) -> QComboBox:
+def combo(items: list[str], current: str | None = None) -> QComboBox:
     c = QComboBox()
     c.addItems(items)
     if current is not None:
@@ -99,6 +88,12 @@ def browse_row(edit: QLineEdit, on_browse: Callable[[], None], tip: str = "") ->
     row.addWidget(edit, 1)
     row.addWidget(browse)
     return row
+
+
+def set_enabled(widget: QWidget, enabled: bool, why_not: str = "", tip: str = "") -> None:
+    """Enable a button, or disable it with a tooltip saying what is missing."""
+    widget.setEnabled(bool(enabled))
+    widget.setToolTip(tip if enabled else (why_not or tip))
 
 
 def choose_model_file(parent: QWidget) -> str:

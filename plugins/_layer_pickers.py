@@ -1,47 +1,19 @@
-"""Small Qt helpers shared by the widgets: layer pickers, notifications, button gating."""
+"""Layer pickers kept in sync with the viewer's layer list: a combo of layers of some kinds (the
+preferred kind first, so a labels picker starts on a Labels layer), and a checkable list of layers
+and files; a layer as the engine's in-memory volume."""
 
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QWidget
 
-from ._layers import ROLE_KEY
+from ._owned_layers import ROLE_KEY
 
 LAYER_PREFIX = "layer: "
-
-
-def notify_error(message: str) -> None:
-    from napari.utils.notifications import show_error
-
-    show_error(str(message))
-
-
-def notify_warning(message: str) -> None:
-    from napari.utils.notifications import show_warning
-
-    show_warning(str(message))
-
-
-def notify_info(message: str) -> None:
-    from napari.utils.notifications import show_info
-
-    show_info(str(message))
-
-
-def error_text(exc: BaseException) -> str:
-    """One line for the user: L2SError messages as they are, anything else with its type."""
-    from l2s_gui.errors import L2SError
-
-    if isinstance(exc, L2SError):
-        return str(exc)
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return f"out of memory: {str(exc).splitlines()[0] if str(exc) else 'MemoryError'} (try the CPU or a smaller input)"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def layer_kind(layer) -> str:
@@ -52,12 +24,6 @@ def is_owned(layer, prefixes: tuple[str, ...] = ("preview_",)) -> bool:
     """A layer the plugin created (live previews by default)."""
     role = (layer.metadata or {}).get(ROLE_KEY, "")
     return bool(role) and role.startswith(prefixes)
-
-
-def set_enabled(widget: QWidget, enabled: bool, why_not: str = "", tip: str = "") -> None:
-    """Enable a button, or disable it with a tooltip saying what is missing."""
-    widget.setEnabled(bool(enabled))
-    widget.setToolTip(tip if enabled else (why_not or tip))
 
 
 class _FollowsLayers:
@@ -86,8 +52,10 @@ class LayerCombo(_FollowsLayers, QComboBox):
     layer_changed = Signal()
 
     def __init__(self, viewer, kinds: Iterable[str] = ("image",), placeholder: str = "(no layer)",
-                 accept: Optional[Callable] = None, parent: Optional[QWidget] = None,
+                 accept: Callable | None = None, parent: QWidget | None = None,
                  exclude_roles: tuple[str, ...] = ("preview_",)):
+        """``kinds``: the layer kinds offered, the first one preferred (listed first, so chosen by
+        default)."""
         super().__init__(parent)
         self.exclude_roles = exclude_roles
         self._viewer_ref = weakref.ref(viewer)
@@ -111,7 +79,7 @@ class LayerCombo(_FollowsLayers, QComboBox):
             if self.accept is not None and not self.accept(layer):
                 continue
             out.append(layer)
-        return out
+        return sorted(out, key=lambda layer: self.kinds.index(layer_kind(layer)))  # stable: list order kept
 
     def refresh(self, *_args) -> None:
         current = self.currentText()
@@ -153,8 +121,8 @@ class SourceList(_FollowsLayers, QListWidget):
 
     changed = Signal()
 
-    def __init__(self, viewer, kinds: Iterable[str] = ("labels",), checked_by_default: Optional[Callable] = None,
-                 parent: Optional[QWidget] = None):
+    def __init__(self, viewer, kinds: Iterable[str] = ("labels",), checked_by_default: Callable | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
         self._viewer_ref = weakref.ref(viewer)
         self.kinds = tuple(kinds)
@@ -196,11 +164,6 @@ class SourceList(_FollowsLayers, QListWidget):
         self.refresh()
         self.changed.emit()
 
-    def set_checked_layer(self, name: str, checked: bool = True) -> None:
-        self._state[f"layer:{name}"] = checked
-        self.refresh()
-        self.changed.emit()
-
     def refresh(self, *_args) -> None:
         self.blockSignals(True)
         self.clear()
@@ -238,15 +201,10 @@ class SourceList(_FollowsLayers, QListWidget):
         return out
 
 
-def layer_is_label_like(layer) -> tuple[bool, str]:
-    """(ok, reason): a Labels layer, or an Image layer holding whole numbers."""
-    from ._geometry import is_integer_valued
+def layer_volume(layer):
+    """A napari layer as the engine's in-memory volume (data, true affine, header, name)."""
+    from l2s_gui.run_inputs import ArrayVolume
 
-    if layer_kind(layer) == "labels":
-        return True, ""
-    data = np.asarray(layer.data)
-    if not is_integer_valued(data):
-        return False, f"layer '{layer.name}' is not a label map (it holds non-integer values)"
-    if data.size and data.min() < 0:
-        return False, f"layer '{layer.name}' is not a label map (negative values)"
-    return True, ""
+    from ._nifti_layers import layer_affine
+
+    return ArrayVolume(np.asarray(layer.data), layer_affine(layer), layer.name, (layer.metadata or {}).get("header"))
