@@ -321,9 +321,8 @@ class Trainer:
         else:
             with torch.no_grad():
                 x_aug = self.aug(x, draw)
-            if self.method == "mixed":
-                x_aug, y = self.mix_real(x_aug, y)
-            loss, grads = loss_and_grads(self.net, phi, x_aug, y, soft_dice_loss, self.autocast)
+            x_train, y_train = self.mix_real(x_aug, y) if self.method == "mixed" else (x_aug, y)
+            loss, grads = loss_and_grads(self.net, phi, x_train, y_train, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             result = float(loss), None
         self._last_batch = (x, draw, y)
@@ -370,12 +369,13 @@ class Trainer:
 
     @torch.no_grad()
     def preview(self) -> PreviewEvent | None:
+        x, draw, y = self._last_batch
+        j = int(y.flatten(1).ne(0).sum(1).argmax())  # the sample with the most foreground (not a pole slice)
+        x, y = x[j:j + 1], y[j:j + 1]
         if self.method not in SYNTHESIS_METHODS:
-            x, _, y = self._last_batch
             augmented = x
         else:
-            x, draw, y = self._last_batch
-            augmented = self.aug(x[:1], {k: v[:1] for k, v in draw.items()})
+            augmented = self.aug(x, {k: v[j:j + 1] for k, v in draw.items()})
         val = self.validation_set()
         if val is not None:  # the validation item with the most foreground (not an edge slice)
             i = int(val[1].flatten(1).ne(0).sum(1).argmax())

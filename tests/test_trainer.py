@@ -221,3 +221,18 @@ def test_the_hypergradient_route_is_a_config_key_with_the_same_result(dataset):
         thetas[route] = steps[-1].theta["sigma"]
     assert thetas["reverse"] == pytest.approx(thetas["jvp"], rel=1e-4)
     assert thetas["reverse"] != pytest.approx(0.05, abs=1e-6)  # theta moved
+
+
+def test_preview_shows_the_synthetic_sample_with_the_most_foreground(dataset):
+    """Not the batch's first sample, which may be a slice at the pole of the brain."""
+    trainer = Trainer(make_config(dataset, training={"method": "synthseg"}))
+    x, y, draw = trainer.sample_synthetic_batch()
+    y = y.clone()
+    y[0] = 0
+    y[0, :2, :2] = 1          # the first sample: almost no foreground
+    y[1] = 1                  # the second: all foreground
+    trainer.synthetic_batches = lambda: (x, y, draw)
+    trainer.train_step()
+    event = trainer.preview()
+    np.testing.assert_array_equal(event.synthetic, x[1, 0].numpy())
+    assert not np.array_equal(event.synthetic, x[0, 0].numpy())
