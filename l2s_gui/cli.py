@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -403,7 +404,13 @@ def cmd_gui(args) -> int:
     missing = [name for name in ("napari", "l2s_napari") if importlib.util.find_spec(name) is None]
     if missing:
         raise L2SError(f"the GUI needs {' and '.join(missing)}: pip install -e \".[gui]\" (napari, Qt, the plugin)")
-    return subprocess.call(gui_command(args))
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise L2SError("no display (DISPLAY and WAYLAND_DISPLAY are unset): napari needs a screen; on a server "
+                       "use `xvfb-run -a l2s gui`, or the headless `l2s demo`")
+    code = subprocess.call(gui_command(args))
+    if code:
+        raise L2SError(f"the GUI process ended with status {code} (its messages are above)")
+    return 0
 
 
 def cmd_segment(args) -> int:

@@ -10,6 +10,7 @@ from l2s_gui import cli
 
 
 def test_gui_runs_the_plugin_in_a_subprocess(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":99")
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
     real_find_spec = importlib.util.find_spec
@@ -24,3 +25,21 @@ def test_gui_without_napari_is_one_line(monkeypatch, capsys):
     assert cli.main(["gui"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("l2s: error: the GUI needs napari") and ".[gui]" in err[0]
+
+
+def test_gui_without_a_display_or_failing_is_one_line(monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("napari", "l2s_napari")
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(subprocess, "call", lambda argv: 0)
+    assert cli.main(["gui"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("l2s: error: no display") and "xvfb-run" in err[0]
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(subprocess, "call", lambda argv: 3)
+    assert cli.main(["gui"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ended with status 3" in err[0]
