@@ -95,7 +95,7 @@ def tissue_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 def to_tissues(pred: np.ndarray, model) -> np.ndarray:
     if model.table.name != "brain_4class":
-        return pred  # a model of the sample's own tissue ids (e.g. the demo's)
+        return pred  # a model of the sample's own tissue ids 2 / 3 / 24 (table mni152_tissues)
     lut = np.zeros(int(max(BRAIN_4CLASS_TO_TISSUE)) + 1, np.int32)
     for k, v in BRAIN_4CLASS_TO_TISSUE.items():
         lut[k] = v

@@ -258,8 +258,9 @@ class TrainingConfig:
     """Iterations of plain synthetic training (theta fixed) before the first hyper-step: the
     hypergradient of an untrained network carries little information about theta."""
     init_from: str = setting("")
-    """Warm start: a model (.safetensors) or a run folder (its model.safetensors) whose network
-    weights start this run (same classes, dimensionality and network settings); empty: random."""
+    """Warm start: a model (.safetensors), a run folder (its model.safetensors) or 'starter' (the
+    shipped starter model) whose network weights start this run (same classes, dimensionality and
+    network settings); empty: random."""
     init_theta_from: str = setting("")
     """A model or run folder whose learned augmentation (sigma, c_k, residual net) starts theta
     (often the same as init_from); empty: theta starts from the augmentation settings."""

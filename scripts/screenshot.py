@@ -34,6 +34,15 @@ def wait_until(predicate, timeout_s: float, what: str) -> None:
         loop.exec()
 
 
+def save_window(viewer, out: Path, settle_s: float) -> None:
+    """Let the last repaints land, then save the whole window to ``out`` and print its path."""
+    settle = time.perf_counter() + settle_s
+    wait_until(lambda: time.perf_counter() > settle, settle_s + 5, "the last repaint")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(out), canvas_only=False, flash=False)
+    print(out)
+
+
 def fit_visible(viewer, margin: float = 0.04) -> None:
     """Centre and zoom the 2D view on the visible layers only (reset_view also counts hidden ones)."""
     import numpy as np
@@ -92,12 +101,7 @@ def main(argv=None) -> int:
                                                             .x if "loss_synth" in widget.plots.series else []) > 5,
                    600, "the first losses")
         widget.plots.flush()
-        settle = time.perf_counter() + 2.0
-        wait_until(lambda: time.perf_counter() > settle, 5, "the last repaint")
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        viewer.screenshot(str(out), canvas_only=False, flash=False)
-        print(out)
+        save_window(viewer, Path(args.out), settle_s=2.0)
         widget.shutdown()
         viewer.close()
         return 0
@@ -132,13 +136,7 @@ def main(argv=None) -> int:
         viewer.layers.selection.active = augmented  # image controls on the left
     widget.tabs.setCurrentIndex(3)  # the Inspect tab
     fit_visible(viewer)
-    wait_until(lambda: True, 1, "")
-    loop_end = time.perf_counter() + 1.5
-    wait_until(lambda: time.perf_counter() > loop_end, 5, "the last repaint")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out), canvas_only=False, flash=False)
-    print(out)
+    save_window(viewer, Path(args.out), settle_s=1.5)
     viewer.close()
     return 0
 
