@@ -202,6 +202,7 @@ def _train_run(spec: dict, folder: Path) -> dict:
     t = cfg.training
     history: list[dict] = []
     validation: list[dict] = []
+    inspector: list = []
     start = time.perf_counter()
     for ev in trainer.run():
         if isinstance(ev, StepEvent):
@@ -212,6 +213,8 @@ def _train_run(spec: dict, folder: Path) -> dict:
         elif isinstance(ev, ValidationEvent):
             validation.append({"step": ev.step, "mean_dice": ev.mean_dice,
                                **{f"dice_{k}": v for k, v in ev.dice.items()}})
+        elif getattr(ev, "kind", "") == "inspector":
+            inspector.append(ev)
         elif getattr(ev, "kind", "") == "done" and ev.reason != "finished":
             raise RuntimeError(f"run {spec['name']} ended with {ev.reason}: {ev.message}")
     wall = time.perf_counter() - start
@@ -223,10 +226,12 @@ def _train_run(spec: dict, folder: Path) -> dict:
     tail = history[-tail_n:]
     tail_mean = {k: float(np.mean([r[k] for r in tail])) for k in keys}
 
-    # test Dice at every test preset
+    # test Dice at every test preset (None: the run's own validation is its test)
     test = spec["test"]
-    sets, n_classes = build_test_sets(cfg, test["maps"], test["presets"], test["images"], test["seed"], device)
-    dice = {name: evaluate(trainer.net, x, y, n_classes) for name, (x, y) in sets.items()}
+    dice = {}
+    if test is not None:
+        sets, n_classes = build_test_sets(cfg, test["maps"], test["presets"], test["images"], test["seed"], device)
+        dice = {name: evaluate(trainer.net, x, y, n_classes) for name, (x, y) in sets.items()}
 
     _write_csv(folder / "history.csv", history)
     _write_csv(folder / "validation.csv", validation)
@@ -236,7 +241,10 @@ def _train_run(spec: dict, folder: Path) -> dict:
               "learned": tail_mean, "start": spec.get("start", {}),
               "tail_steps": tail_n, "dice": dice, "wall_s": wall, "steps": t.steps,
               "hyper_start": t.hyper_start, "device": str(device), "threads": torch.get_num_threads(),
-              "last_val_dice": validation[-1]["mean_dice"] if validation else None}
+              "last_val_dice": validation[-1]["mean_dice"] if validation else None,
+              "last_val_per_class": {k[5:]: v for k, v in validation[-1].items() if k.startswith("dice_")}
+              if validation else {},
+              "inspector_accuracy": float(inspector[-1].accuracy) if inspector else None}
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, folder / "result.json")

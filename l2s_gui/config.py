@@ -289,7 +289,8 @@ class RecoveryConfig:
     fly; no real files are needed."""
 
     enabled: bool = setting(False)
-    """Replace the real pairs by synthetic images with the preset corruption below."""
+    """Replace the real pairs by synthetic images with the preset corruption below (for every method:
+    Learn2Synth's L_real, the real share of mixed, finetuned and supervised training)."""
     sigma: float = setting(0.1, ge=0)
     """Preset noise sigma of the "real" images (eq. 8)."""
     sigma_range: list[float] = setting([], ge=0, lengths=(0, 2))
@@ -622,8 +623,6 @@ def validate(cfg: Config) -> None:
              f"must be one value or one per field ({len(a.inu_nodes)}), got {a.inu_c_init}")
     _require(len(r.inu_c) <= len(r.inu_nodes), "recovery.inu_c",
              f"has {len(r.inu_c)} values but recovery.inu_nodes only {len(r.inu_nodes)} fields")
-    _require(not (r.enabled and t.method in ("supervised", "finetuned", "mixed")), "recovery.enabled",
-             "the recovery experiment trains on synthetic data: use method learn2synth or synthseg")
     _require(t.method != "finetuned" or bool(t.init_from), "training.init_from",
              "method finetuned fine-tunes a model on the real pairs: give the model to start from "
              "(a .safetensors file, a run folder or 'starter')")

@@ -136,7 +136,7 @@ class Trainer:
         n_levels = len(config.network.widths)
         rec = config.recovery
         self.data = data or TrainingData.from_config(
-            config.data, seed=t.seed, need_label_maps=self.method in SYNTHESIS_METHODS,
+            config.data, seed=t.seed, need_label_maps=self.method in SYNTHESIS_METHODS or rec.enabled,
             need_real=not rec.enabled and (self.method != "synthseg" or bool(config.data.real_images)),
             pad_multiple=2 ** (n_levels - 1),
             val_label_maps=rec.val_label_maps if rec.enabled else (),

@@ -69,3 +69,25 @@ def test_finetuned_starts_from_the_model_and_trains_on_real_pairs_only(dataset, 
     loss, loss_real = trainer.train_step()
     assert loss_real is None and 0 < loss < 1
     assert any(not torch.equal(trainer.net.state_dict()[k], v) for k, v in model.net.state_dict().items())
+
+
+@pytest.mark.parametrize("method", ["mixed", "finetuned", "supervised"])
+def test_real_pair_methods_train_on_the_preset_corruption_in_recovery_mode(dataset, tmp_path, method):
+    """Recovery mode (no real files): the real pairs of every method are the preset-corrupted images."""
+    init = {}
+    if method == "finetuned":
+        run = RunFolder(tmp_path / "naive")
+        cfg = config(dataset, method="synthseg")
+        run.create(cfg)
+        list(Trainer(cfg, run=run).run())
+        init = {"init_from": str(run.model_path)}
+    cfg = Config.from_dict({**config(dataset, method=method, **init).to_dict(),
+                            "recovery": {"enabled": True, "sigma": 0.3, "val_batches": 1}})
+    cfg.data.real_images, cfg.data.real_labels = [], []
+    trainer = Trainer(cfg)
+    assert trainer.corruption is not None
+    x_real, y_real = trainer.real_batches()
+    assert x_real.shape[0] == 4 and y_real.shape[0] == 4
+    loss, loss_real = trainer.train_step()
+    assert loss_real is None and 0 < loss < 1
+    assert trainer.validate() is not None
