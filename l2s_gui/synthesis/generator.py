@@ -156,7 +156,8 @@ class SynthSegGenerator(nn.Module):
 
     All randomness comes from the ``generator`` passed to :meth:`forward` (draws happen on the
     generator's device, results live on ``labels.device``), so a seed reproduces a batch exactly.
-    ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1.
+    ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1. :meth:`geometry` (steps
+    0-1) and :meth:`render` (steps 2-5) are ``forward`` in two halves, with the same draws.
     """
 
     flip_permutation: Tensor | None
