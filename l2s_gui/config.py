@@ -216,12 +216,15 @@ class NetworkConfig:
 class TrainingConfig:
     """Bilevel optimisation (Learn2Synth eq. 1-5) and bookkeeping."""
 
-    method: Literal["learn2synth", "synthseg", "mixed", "finetuned", "supervised"] = setting("learn2synth")
+    method: Literal["learn2synth", "synthseg", "mixed", "finetuned", "supervised", "synthmix"] = setting(
+        "learn2synth")
     """'learn2synth': learn theta by hypergradients; 'synthseg': naive SynthSeg with theta fixed at
     its initial values; 'mixed': Mixed SynthSeg (Sec. 4.2.1), synthetic batches in which a fraction
     ``mixed_real_fraction`` of the samples are real training pairs; 'finetuned': Finetuned SynthSeg,
     the model of ``init_from`` trained further on the real pairs; 'supervised': phi on the real
-    training pairs only, from a random network."""
+    training pairs only, from a random network; 'synthmix': SynthMix-style aligned mix-up (SynthMix
+    Sec. 2.2), a fraction ``synthmix_fraction`` of each synthetic batch replaced by real scans mixed
+    cell by cell with A_theta of a synthetic image of their own label map (theta fixed)."""
     mixed_real_fraction: float = setting(0.25, gt=0, lt=1)
     """'mixed': fraction of each batch taken from the real training pairs (at least one sample)."""
     steps: int = setting(1000, ge=1)
@@ -280,6 +283,19 @@ class TrainingConfig:
     """Step event (losses, theta, it/s) every k iterations."""
     keep_checkpoints: int = setting(2, ge=1)
     """Newest checkpoints kept in the run folder."""
+    synthmix_fraction: float = setting(0.5, gt=0, le=1)
+    """'synthmix': share of each batch made of aligned mixes (at least one sample); the rest are
+    ordinary synthetic images. A mix is M * x_real + (1 - M) * A_theta(G'(y_real)) (SynthMix eq. 2),
+    G'(y_real) a synthetic image of the real pair's own label map without flip or deformation, so
+    aligned with the scan, and its labels are y_real (eq. 3). theta is not learnt: it is the
+    augmentation settings, or a learnt Learn2Synth model's via init_theta_from. In recovery mode the
+    pair is the corrupted "real" image and a second contrast draw of its deformed label map."""
+    synthmix_grid: int = setting(8, ge=1, le=MAX_PATCH)
+    """'synthmix': k, cells per axis of the random mix-up mask (cells of ceil(size / k) voxels;
+    SynthMix found k = 8 best)."""
+    synthmix_ratio: float = setting(0.5, ge=0, le=1)
+    """'synthmix': lambda, the probability that a cell of the mask takes the real image (eq. 2); 1:
+    the real scans whole (as 'mixed'), 0: their aligned synthetic images only."""
 
 
 @dataclass
@@ -623,6 +639,9 @@ def validate(cfg: Config) -> None:
              f"must be one value or one per field ({len(a.inu_nodes)}), got {a.inu_c_init}")
     _require(len(r.inu_c) <= len(r.inu_nodes), "recovery.inu_c",
              f"has {len(r.inu_c)} values but recovery.inu_nodes only {len(r.inu_nodes)} fields")
+    _require(not (r.enabled and t.method == "synthmix" and s.backend != "torch"), "synthesis.backend",
+             "synthmix in recovery mode renders two images of one deformed label map, which only the 'torch' "
+             "backend can do: set synthesis.backend: torch")
     _require(t.method != "finetuned" or bool(t.init_from), "training.init_from",
              "method finetuned fine-tunes a model on the real pairs: give the model to start from "
              "(a .safetensors file, a run folder or 'starter')")
@@ -637,9 +656,9 @@ def validate(cfg: Config) -> None:
                  "per_image) or inu")
 
 
-SYNTHESIS_METHODS = ("learn2synth", "synthseg", "mixed")
+SYNTHESIS_METHODS = ("learn2synth", "synthseg", "mixed", "synthmix")
 """Training methods that synthesise images from label maps (``data.label_maps`` needed)."""
-REAL_PAIR_METHODS = ("learn2synth", "mixed", "finetuned", "supervised")
+REAL_PAIR_METHODS = ("learn2synth", "mixed", "finetuned", "supervised", "synthmix")
 """Training methods that use real (scan, labels) pairs (``data.real_images`` / ``real_labels``)."""
 
 

@@ -7,7 +7,9 @@ Per iteration (``method='learn2synth'``):
    (eq. 5); real images never train phi.
 
 Baselines with the same code: ``synthseg`` (theta fixed at its initial values: only step 1) and
-``supervised`` (phi trained on the real training pairs, no synthesis, no augmentation).
+``supervised`` (phi trained on the real training pairs, no synthesis, no augmentation); ``synthmix``
+(:mod:`l2s_gui.synthmix`): step 1 on batches partly made of real scans mixed with aligned synthetic
+images, theta fixed.
 
 With ``torch.distributed`` initialised (``torchrun``), every rank draws its own batches and the
 gradients of phi and theta are averaged across ranks before each update (what
@@ -44,6 +46,7 @@ from .model_io import build_network, export_model, load_warm_start
 from .recovery_corruption import PresetCorruption
 from .runs import RunFolder
 from .synthesis import build_generator
+from .synthmix import AlignedSynthesis, aligned_mix, mix_count, recovery_aligned_pairs
 
 OUTER_ADAM_EPS = 1e-15
 """Adam epsilon for theta: hypergradients are of order 1e-7..1e-9 (lr times a second derivative),
@@ -157,6 +160,8 @@ class Trainer:
                                      extracerebral=self.data.generation_extracerebral(),
                                      voxel_size_mm=vox).to(self.device)
         self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
+        self.aligned = (AlignedSynthesis(config.synthesis, self.n_classes, config.data.ndim, vox).to(self.device)
+                        if self.method == "synthmix" and self.corruption is None else None)
         self._val_cache: tuple[Tensor, Tensor] | None = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
         theta = [p for p in self.aug.parameters() if p.requires_grad]
@@ -271,6 +276,33 @@ class Trainer:
         x[:n], y[:n] = x_real[:n].to(x.dtype), y_real[:n].to(y.dtype)
         return x, y
 
+    def sample_aligned_batch(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``n`` aligned pairs for SynthMix: ``(x_real, A_theta(G'(y)), y)`` (:mod:`l2s_gui.synthmix`),
+        x_real and y from ``real_batches``; in recovery mode the corrupted "real" image and a second
+        contrast draw of the same deformed generation-label map."""
+        with torch.no_grad():
+            if self.corruption is None:
+                assert self.aligned is not None  # built for synthmix outside recovery mode
+                x_real, y = (t[:n] for t in self.real_batches())
+                x_synth = self.aligned(y, self.gen_device)
+            else:
+                labels = self.data.sample_generation_batch(n, self.gen_data, self.device)
+                x_real, x_synth, y = recovery_aligned_pairs(self.synth, self.corruption, labels, self.gen_device)
+            x_synth = self.aug(x_synth, self.aug.sample(x_synth, self.gen_device))
+        return x_real, x_synth, y
+
+    def synthmix(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """SynthMix (Sec. 2.2): the first ``round(synthmix_fraction * B)`` samples (at least one) of the
+        synthetic batch ``(x, y)`` replaced by aligned mixes ``M * x_real + (1 - M) * A_theta(G'(y_real))``
+        (eq. 2) with the real labels (eq. 3: both images share them)."""
+        t = self.cfg.training
+        n = mix_count(t.synthmix_fraction, x.shape[0])
+        x_real, x_synth, y_real = self.sample_aligned_batch(n)
+        x, y = x.clone(), y.clone()
+        x[:n] = aligned_mix(x_real, x_synth, t.synthmix_grid, t.synthmix_ratio, self.gen_device).to(x.dtype)
+        y[:n] = y_real.to(y.dtype)
+        return x, y
+
     def is_hyper_step(self, step: int) -> bool:
         """The configured schedule: iteration ``step`` (0-based) takes the hyper-step when it is at
         least ``hyper_start`` and ``step + 1`` is a multiple of ``hyper_every``."""
@@ -321,7 +353,8 @@ class Trainer:
         else:
             with torch.no_grad():
                 x_aug = self.aug(x, draw)
-            x_train, y_train = self.mix_real(x_aug, y) if self.method == "mixed" else (x_aug, y)
+            x_train, y_train = (self.mix_real(x_aug, y) if self.method == "mixed" else
+                                self.synthmix(x_aug, y) if self.method == "synthmix" else (x_aug, y))
             loss, grads = loss_and_grads(self.net, phi, x_train, y_train, soft_dice_loss, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             result = float(loss), None

@@ -62,6 +62,9 @@ LABELS: dict[str, str] = {
     "training.preview_every": "preview every",
     "training.val_every": "validate every",
     "training.checkpoint_every": "checkpoint every",
+    "training.synthmix_fraction": "share of aligned mixes",
+    "training.synthmix_grid": "mask grid k (cells per axis)",
+    "training.synthmix_ratio": "λ: share of real cells",
 }
 PLACEHOLDERS = {"data.patch_size": "whole slice/volume, e.g. 96 96", "data.voxel_size": "each file's own grid, e.g. 1"}
 CHOICE_TEXT = {"data.ndim": {2: "2D", 3: "3D"}}

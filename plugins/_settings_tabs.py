@@ -24,7 +24,9 @@ ADVANCED_KEYS = ["training.inner_optimizer", "training.hypergradient", "training
 REPORTING_KEYS = ["training.preview_every", "training.val_every", "training.checkpoint_every"]
 WARM_START_KEYS = ["training.init_from", "training.init_theta_from"]
 DATA_KEYS = ["data.val_fraction", "data.label_table"]
-FORM_KEYS = AUGMENTATION_KEYS + SAMPLE_KEYS + NETWORK_KEYS + OPTIMISATION_KEYS + ADVANCED_KEYS + REPORTING_KEYS
+SYNTHMIX_KEYS = ["training.synthmix_fraction", "training.synthmix_grid", "training.synthmix_ratio"]
+FORM_KEYS = (AUGMENTATION_KEYS + SAMPLE_KEYS + NETWORK_KEYS + OPTIMISATION_KEYS + ADVANCED_KEYS + REPORTING_KEYS
+             + SYNTHMIX_KEYS)
 
 
 def build_form() -> ConfigForm:
@@ -65,6 +67,7 @@ class ModelTab(QWidget):
         layout.addWidget(_group("Learned augmentation A_θ", form, AUGMENTATION_KEYS))
         self.inu_k_label = QLabel()
         layout.addWidget(self.inu_k_label)
+        layout.addWidget(_group("SynthMix mix-up (method synthmix)", form, SYNTHMIX_KEYS))
         layout.addWidget(_group("Samples", form, SAMPLE_KEYS))
         layout.addWidget(_group("Network", form, NETWORK_KEYS))
         layout.addStretch(1)
@@ -100,6 +103,9 @@ class ModelTab(QWidget):
                     "training.hyper_every", "training.hyper_start"):
             if key in form.editors:
                 form[key].setEnabled(learned)
+        synthmix = form.editors["training.method"].read() == "synthmix"
+        for key in SYNTHMIX_KEYS:
+            form[key].setEnabled(synthmix)
 
 
 class TrainingTab(QWidget):

@@ -156,7 +156,8 @@ class SynthSegGenerator(nn.Module):
 
     All randomness comes from the ``generator`` passed to :meth:`forward` (draws happen on the
     generator's device, results live on ``labels.device``), so a seed reproduces a batch exactly.
-    ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1.
+    ``deformation=False`` (or ``forward(..., deform=False)``) skips step 1. :meth:`geometry` (steps
+    0-1) and :meth:`render` (steps 2-5) are ``forward`` in two halves, with the same draws.
     """
 
     flip_permutation: Tensor | None
@@ -461,13 +462,29 @@ class SynthSegGenerator(nn.Module):
             raise InputError(f"label map holds class ids {lo}..{hi}, outside 0..{self.n_classes - 1}: "
                              f"relabel to contiguous classes first")
         with torch.no_grad():
-            labels = self.flip(labels, generator)
-            labels, stripped = self.skull_strip(labels, generator)
-            if self.deformation if deform is None else deform:
-                labels = self.deform_labels(labels, generator)
-            image = self.synthesize_intensities(labels, generator)
-            if stripped is not None and self.cfg.skull_strip_sharp:
-                # a skull-stripped scan is masked after its acquisition: a sharp edge, black outside
-                outside = (labels == 0) & stripped.view(-1, *([1] * self.ndim))
-                image = _minmax(image.masked_fill(outside.unsqueeze(1), 0.0))
+            labels, stripped = self.geometry(labels, generator, deform)
+            image = self.render(labels, stripped, generator)
         return image, labels
+
+    @torch.no_grad()
+    def geometry(self, labels: Tensor, generator: torch.Generator,
+                 deform: bool | None = None) -> tuple[Tensor, Tensor | None]:
+        """Steps 0-1 of :meth:`forward`: flip, skull strip and deformation of ``labels``; returns the
+        labels and which samples were stripped (see :meth:`skull_strip`). :meth:`render` them twice
+        for two images of one geometry with independent contrasts (SynthMix's aligned pairs)."""
+        labels = self.flip(labels, generator)
+        labels, stripped = self.skull_strip(labels, generator)
+        if self.deformation if deform is None else deform:
+            labels = self.deform_labels(labels, generator)
+        return labels, stripped
+
+    @torch.no_grad()
+    def render(self, labels: Tensor, stripped: Tensor | None, generator: torch.Generator) -> Tensor:
+        """Steps 2-5 of :meth:`forward` on the labels of :meth:`geometry`, with the sharp skull-strip
+        edge: ``(B, 1, *spatial)`` in [0, 1]; the geometry is left as it is."""
+        image = self.synthesize_intensities(labels, generator)
+        if stripped is not None and self.cfg.skull_strip_sharp:
+            # a skull-stripped scan is masked after its acquisition: a sharp edge, black outside
+            outside = (labels == 0) & stripped.view(-1, *([1] * self.ndim))
+            image = _minmax(image.masked_fill(outside.unsqueeze(1), 0.0))
+        return image
