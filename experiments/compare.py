@@ -59,6 +59,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "learn2synth": ("Learn2Synth", {"training": {"method": "learn2synth"}}),
     "mixed": ("Mixed SynthSeg", {"training": {"method": "mixed", "mixed_real_fraction": 0.25}}),
     "finetuned": ("Finetuned SynthSeg", {"training": {"method": "finetuned"}}),
+    "synthmix": ("SynthMix aligned mix-up", {"training": {"method": "synthmix"}}),
     "l2s_gba": ("Learn2Synth + GBA contrast", {
         "training": {"method": "learn2synth"},
         "synthesis": {"contrast_blend_probability": 0.5}}),
