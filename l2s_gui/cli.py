@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a config value (repeatable)")
     t.add_argument("--steps", type=int, help="shortcut for --set training.steps=N")
     t.add_argument("--device", help="shortcut for --set training.device=DEVICE")
+    t.add_argument("--unlabelled", action="append", default=[], metavar="PATH",
+                   help="unlabelled target scans (a folder or a file; repeatable) for self-training: added to "
+                        "data.unlabelled_images (rounds: self_training.rounds)")
     t.add_argument("--overwrite", action="store_true", help="start anew in a non-empty run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar (events still go to the run folder)")
 
@@ -151,7 +154,6 @@ def cmd_train(args) -> int:
     from .config import Config, apply_overrides, read_config_file
     from .run_lock import RunLock
     from .runs import RunFolder
-    from .trainer import Trainer
 
     data = read_config_file(args.config)
     overrides = list(args.overrides)
@@ -160,7 +162,12 @@ def cmd_train(args) -> int:
     if args.device:
         overrides.append(f"training.device={args.device}")
     config_dir = Path(args.config).resolve().parent
-    config = Config.from_dict(_absolute_data_paths(apply_overrides(data, overrides), config_dir))
+    data = _absolute_data_paths(apply_overrides(data, overrides), config_dir)
+    if args.unlabelled:
+        from .self_training import add_unlabelled
+
+        data = add_unlabelled(data, args.unlabelled)
+    config = Config.from_dict(data)
     rank, world = _init_distributed(config.training.device)
     try:
         run = RunFolder(args.run_dir)
@@ -171,7 +178,7 @@ def cmd_train(args) -> int:
 
         _on_rank0(rank, world, check)
         # loads and checks the data before anything is written; only rank 0 writes the run folder
-        trainer = Trainer(config, run=run if rank == 0 else None)
+        trainer = _trainer(config, run if rank == 0 else None, world)
         if rank != 0:
             for _ in trainer.run():  # events are only yielded (and written) on rank 0
                 pass
@@ -191,6 +198,22 @@ def cmd_train(args) -> int:
             dist.destroy_process_group()
 
 
+def _trainer(config, run, world: int = 1, resume: bool = False):
+    """A :class:`~l2s_gui.trainer.Trainer`, or the self-training rounds around it when
+    ``data.unlabelled_images`` and ``self_training.rounds`` ask for them (one process only)."""
+    from .config import self_training_enabled
+    from .trainer import Trainer
+
+    if not self_training_enabled(config):
+        return Trainer(config, run=run, resume=resume)
+    if world > 1:
+        raise L2SError("self-training (data.unlabelled_images) runs in one process: start `l2s train` without "
+                       "torchrun, or set self_training.rounds: 0")
+    from .self_training import SelfTraining
+
+    return SelfTraining(config, run=run, resume=resume)
+
+
 def _check_inputs_outside_run(run, files: list, config) -> None:
     """No input of ``l2s train`` (its config, label maps, scans) may be a file the run folder's
     creation replaces or deletes (config.yaml, metrics.jsonl, ..., previews/, checkpoints/)."""
@@ -202,7 +225,7 @@ def _check_inputs_outside_run(run, files: list, config) -> None:
     managed_dirs = [run.path / "previews", run.path / "checkpoints"]
     candidates = [Path(f) for f in files]
     d = config.data
-    for key in ("label_maps", "real_images", "real_labels"):
+    for key in ("label_maps", "real_images", "real_labels", "unlabelled_images"):
         try:
             candidates += expand_paths(getattr(d, key), f"data.{key}") if getattr(d, key) else []
         except L2SError:
@@ -273,7 +296,8 @@ def _absolute_data_paths(data: dict, base: Path) -> dict:
         relative = isinstance(v, str) and v and not Path(v).is_absolute() and v != STARTER_NAME
         return str(base / v) if relative else v
 
-    for name, keys in (("data", ("label_maps", "real_images", "real_labels")), ("recovery", ("val_label_maps",)),
+    for name, keys in (("data", ("label_maps", "real_images", "real_labels", "unlabelled_images")),
+                       ("recovery", ("val_label_maps",)),
                        ("training", ("init_from", "init_theta_from"))):
         section = data.get(name)
         if not isinstance(section, dict):
@@ -292,11 +316,10 @@ def _absolute_data_paths(data: dict, base: Path) -> dict:
 
 
 def cmd_resume(args) -> int:
-    from .config import Config
+    from .config import Config, self_training_enabled
     from .errors import ConfigError
     from .run_lock import RunLock
     from .runs import RunFolder
-    from .trainer import Trainer
 
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: must be a positive number of steps, got {args.steps}")
@@ -323,8 +346,12 @@ def cmd_resume(args) -> int:
             data = config.to_dict()
             data["training"]["steps"] = args.steps
             config = Config.from_dict(data)
+        if checkpoint is not None and self_training_enabled(config):
+            from .self_training import check_resumable
+
+            check_resumable(config, step)
         try:  # loads and checks the data and the checkpoint before anything is written
-            trainer = Trainer(config, run=run, resume=checkpoint is not None)
+            trainer = _trainer(config, run, resume=checkpoint is not None)
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise L2SError(f"{checkpoint}: does not fit the run's config.yaml (was it edited?): "
                            f"{_one_line(exc)[:200]}") from None

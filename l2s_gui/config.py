@@ -41,6 +41,7 @@ from .errors import ConfigError
 __all__ = ["AugmentationConfig", "Config", "DataConfig", "FieldSpec", "NetworkConfig", "RecoveryConfig",
            "SynthesisConfig", "TrainingConfig", "apply_overrides", "check_data_present", "config_fields", "field_spec",
            "read_config_file", "setting", "validate"]
+__all__ += ["SelfTrainingConfig", "self_training_enabled"]
 
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -90,6 +91,9 @@ class DataConfig:
     axes) before training, and new scans before segmenting (the result is mapped back to the scan's
     own grid); models record it (``voxel_size_mm``; without it, the median voxel size of the training
     inputs); empty = use each file's own grid (inputs should then share a resolution)."""
+    unlabelled_images: list[str] = setting([])
+    """Unlabelled target scans (files or folders of .nii, .nii.gz, .mgz; folders in sorted order)
+    for self-training (section ``self_training``); empty: no self-training."""
 
 
 @dataclass
@@ -323,8 +327,35 @@ class RecoveryConfig:
 
 
 @dataclass
+class SelfTrainingConfig:
+    """Self-training on unlabelled scans (GBA paper, Sec. II-D, Fig. 5): after the configured
+    training (round 0, the teacher), each round pseudo-labels ``data.unlabelled_images`` with the
+    current network and trains a student on synthetic images plus (scan, pseudo-label) samples; the
+    student becomes the next teacher."""
+
+    rounds: int = setting(3, ge=0)
+    """Most student rounds after round 0 (the GBA paper converged in 3); 0, or no
+    ``data.unlabelled_images``: no self-training."""
+    confidence: float = setting(0.9, ge=0, lt=1)
+    """Pseudo-labelled voxels whose largest teacher posterior is below this are left out of the
+    student's loss (a masked soft Dice); 0 keeps every voxel."""
+    tolerance: float = setting(0.003, ge=0)
+    """Self-training stops when the mean validation Dice changes by less than this from one round to
+    the next (0.003: the paper's 0.3%, in Dice units), or after ``rounds`` rounds."""
+    steps: int = setting(0, ge=0)
+    """Training iterations of each student round; 0: ``training.steps``."""
+    pseudo_fraction: float = setting(0.5, gt=0, lt=1)
+    """Share of each student batch taken from the pseudo-labelled scans (at least one sample); the
+    rest are augmented synthetic images."""
+    student_init: Literal["teacher", "initial"] = setting("teacher")
+    """Weights a student starts from: 'teacher' continues the teacher's network and optimiser (cheaper:
+    the default); 'initial' retrains from what round 0 started from (random or ``training.init_from``),
+    as the GBA paper retrains each student."""
+
+
+@dataclass
 class Config:
-    """A whole training configuration: six sections, every setting with a default."""
+    """A whole training configuration: seven sections, every setting with a default."""
 
     data: DataConfig = field(default_factory=DataConfig)
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
@@ -332,6 +363,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -648,6 +680,9 @@ def validate(cfg: Config) -> None:
     dev = t.device
     _require(dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
              "training.device", f"must be auto, cpu, cuda, cuda:N or mps, got {dev!r}")
+    _require(not self_training_enabled(cfg) or t.method in SYNTHESIS_METHODS, "training.method",
+             f"self-training (data.unlabelled_images with self_training.rounds > 0) mixes synthetic and "
+             f"pseudo-labelled images: use {', '.join(SYNTHESIS_METHODS)}, or set self_training.rounds: 0")
     if t.method == "learn2synth":
         _require(a.kind != "none", "augmentation.kind",
                  "learn2synth needs a learnable augmentation (parametric or nonparametric)")
@@ -670,3 +705,8 @@ def check_data_present(cfg: Config) -> None:
     if method in REAL_PAIR_METHODS and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")
+
+
+def self_training_enabled(cfg: Config) -> bool:
+    """Self-training is on: ``self_training.rounds`` > 0 and unlabelled scans listed."""
+    return cfg.self_training.rounds > 0 and bool(cfg.data.unlabelled_images)

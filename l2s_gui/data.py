@@ -55,7 +55,7 @@ from .io import check_pair, expand_paths, load_label_map, load_scan, to_ras
 from .labels import LabelTable, freesurfer_lr_pairs, load_label_table, unique_values
 from .resample import resample, target_shape, voxel_sizes
 
-__all__ = ["TrainingData", "RealPair", "split_pairs"]
+__all__ = ["PairVolumes", "TrainingData", "RealPair", "scan_on_training_grid", "split_pairs"]
 
 FOREGROUND_BIAS = 0.8  # 3D patches (and 2D patches): probability of centring on a foreground voxel
 _COORD_STRIDE = 4      # foreground voxels remembered on a grid of this stride (3D patch centres)
@@ -103,6 +103,15 @@ def _training_grid(data: np.ndarray, affine: np.ndarray, labels: bool, voxel_siz
         return data
     shape = target_shape(data.shape, voxel_sizes(affine_ras), voxel_size)
     return resample(data, shape, labels)
+
+
+def scan_on_training_grid(path: str | Path, voxel_size: Sequence[float]) -> Tensor:
+    """A scan file prepared as the real scans are for training: loaded and checked
+    (:func:`~l2s_gui.io.load_scan`), normalised, in RAS voxel order, resampled to ``voxel_size``
+    when one is set; float32 (X, Y, Z)."""
+    scan = load_scan(path)
+    image = _training_grid(normalize_intensities(scan.data), scan.affine, False, voxel_size)
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
 
 
 def _compress(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +163,10 @@ class _Volumes:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+PairVolumes = _Volumes
+"""Volumes of (scan, labels) pairs ready to sample (:meth:`TrainingData.extra_pairs`)."""
 
 
 def _fit(tensors: list[Tensor], target: Sequence[int], center: Sequence[int] | None,
@@ -459,7 +472,19 @@ class TrainingData:
         """From the training pairs: images (B, 1, *sp) float32 and labels (B, *sp) int64 on ``device``."""
         if not self.n_train:
             raise RuntimeError("no real training pairs were loaded (need_real=False)")
-        draws = [self._draw(self._train, generator, True) for _ in range(batch_size)]
+        return self.sample_pair_batch(self._train, batch_size, generator, device)
+
+    def extra_pairs(self, images: Sequence[Tensor], labels: Sequence[Tensor], names: Sequence[str]) -> PairVolumes:
+        """Other (scan, labels) volumes (X, Y, Z) in RAS order on the training grid -- e.g. pseudo-labelled
+        scans -- to be sampled as the real pairs are (:meth:`sample_pair_batch`); every label map
+        needs foreground (a non-zero value)."""
+        return _Volumes(list(labels), list(images), self.slice_axis, list(names))
+
+    def sample_pair_batch(self, volumes: PairVolumes, batch_size: int, generator: torch.Generator,
+                          device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """A batch of slices/patches drawn from ``volumes`` exactly as the real pairs are drawn:
+        images (B, 1, *sp) float32 and labels (B, *sp) int64 on ``device``."""
+        draws = [self._draw(volumes, generator, True) for _ in range(batch_size)]
         images = torch.stack([image for image, _ in draws if image is not None]).unsqueeze(1)  # with_image: all
         labels = torch.stack([d[1] for d in draws])
         return images.to(device), labels.to(device).long()

@@ -110,9 +110,28 @@ class DoneEvent(Event):
     message: str = ""
 
 
+@dataclass
+class RoundEvent(Event):
+    """A self-training round ended (:mod:`l2s_gui.self_training`): round 0 is the teacher trained as
+    configured, rounds 1.. are students. ``mean_dice``/``dice``: validation Dice of the round's network
+    (per original label value); ``change``: mean_dice minus the previous round's (None in round 0);
+    ``kept_fraction``: share of the pseudo-labelled voxels at or above the confidence threshold (None
+    in round 0); ``stop``: why self-training ends after this round ('' when it goes on)."""
+
+    kind: ClassVar[str] = "round"
+    step: int
+    round: int
+    mean_dice: float
+    dice: dict[str, float] = field(default_factory=dict)
+    change: float | None = None
+    kept_fraction: float | None = None
+    stop: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent)
+    for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent,
+                RoundEvent)
 }
 
 

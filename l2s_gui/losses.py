@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["soft_dice_loss", "hard_dice"]
+__all__ = ["soft_dice_loss", "hard_dice", "ignore_masked_dice_loss"]
 
 
-def soft_dice_loss(logits: Tensor, labels: Tensor, eps: float = 1e-5) -> Tensor:
+def soft_dice_loss(logits: Tensor, labels: Tensor, eps: float = 1e-5, mask: Tensor | None = None) -> Tensor:
     """Soft Dice loss with squared denominators (V-Net / SynthSeg variant).
 
     ``p = softmax(logits, 1)``, ``y = one_hot(labels)``; for each class ``c``, with sums over the
@@ -23,6 +23,8 @@ def soft_dice_loss(logits: Tensor, labels: Tensor, eps: float = 1e-5) -> Tensor:
     ----------
     logits: ``(B, C, *spatial)`` floating.
     labels: ``(B, *spatial)`` int64 class indices in ``0..C-1``.
+    mask: optional ``(B, *spatial)`` bool or 0/1 weights: voxels where it is 0 are left out of every
+        sum (self-training's confidence mask on pseudo-labels); all ones gives the unmasked loss.
     """
     if logits.dim() != labels.dim() + 1 or logits.shape[0] != labels.shape[0] or logits.shape[2:] != labels.shape[1:]:
         raise ValueError(f"logits (B, C, *spatial) and labels (B, *spatial) do not match: "
@@ -30,6 +32,11 @@ def soft_dice_loss(logits: Tensor, labels: Tensor, eps: float = 1e-5) -> Tensor:
     n_classes = logits.shape[1]
     p = torch.softmax(logits, dim=1)
     y = F.one_hot(labels.long(), n_classes).movedim(-1, 1).to(p.dtype)
+    if mask is not None:
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask and labels shapes differ: {tuple(mask.shape)} vs {tuple(labels.shape)}")
+        weight = mask.unsqueeze(1).to(p.dtype)
+        p, y = p * weight, y * weight
     dims = [0] + list(range(2, p.dim()))
     inter = (p * y).sum(dims)
     denom = (p * p).sum(dims) + (y * y).sum(dims)
@@ -56,3 +63,13 @@ def hard_dice(pred: Tensor, labels: Tensor, n_classes: int) -> Tensor:
     denom = (n_pred + n_true).double()
     dice = torch.where(denom > 0, 2 * n_both.double() / denom.clamp(min=1), torch.full_like(denom, float("nan")))
     return dice.to(torch.get_default_dtype())
+
+
+def ignore_masked_dice_loss(ignore_index: int):
+    """A ``loss(logits, labels)`` that is :func:`soft_dice_loss` with the voxels labelled
+    ``ignore_index`` masked out (self-training: low-confidence pseudo-labels carry that value)."""
+    def loss(logits: Tensor, labels: Tensor) -> Tensor:
+        keep = labels != ignore_index
+        return soft_dice_loss(logits, torch.where(keep, labels, torch.zeros_like(labels)), mask=keep)
+
+    return loss

@@ -96,16 +96,18 @@ def _write(item: Source, path: Path, labels: bool) -> str:
 
 
 def prepare_run_inputs(run_dir: str | Path, settings: dict[str, Any], label_maps: Sequence[Source],
-                       pairs: Sequence[tuple[Source, Source]], method: str | None = None) -> Path:
+                       pairs: Sequence[tuple[Source, Source]], method: str | None = None,
+                       unlabelled: Sequence[Source] = ()) -> Path:
     """Check everything, write the in-memory volumes to ``run_dir/inputs`` and the run's config
     there (module docstring); return the config's path. ``settings``: a config mapping whose data
     lists are replaced by these inputs. The run folder must be new, empty or hold only an earlier
-    ``inputs/`` (:meth:`RunFolder.prepare_inputs`)."""
+    ``inputs/`` (:meth:`RunFolder.prepare_inputs`). ``unlabelled``: the unlabelled scans of
+    self-training (``data.unlabelled_images``), written as ``inputs/unlabelled_NNN_*``."""
     from .config import Config, check_data_present
 
     data = copy.deepcopy(settings)
     section = data.setdefault("data", {})
-    for key in ("label_maps", "real_images", "real_labels"):
+    for key in ("label_maps", "real_images", "real_labels", "unlabelled_images"):
         section[key] = []
     Config.from_dict(data)  # every setting, before anything is written
     method = method or data.get("training", {}).get("method", "learn2synth")
@@ -128,6 +130,7 @@ def prepare_run_inputs(run_dir: str | Path, settings: dict[str, Any], label_maps
     section["label_maps"] = [_write(item, inputs / f"synth_{i:03d}", True) for i, item in enumerate(label_maps)]
     section["real_images"] = [_write(s, inputs / f"real_{i:03d}_scan", False) for i, (s, _l) in enumerate(pairs)]
     section["real_labels"] = [_write(lab, inputs / f"real_{i:03d}_labels", True) for i, (_s, lab) in enumerate(pairs)]
+    section["unlabelled_images"] = [_write(s, inputs / f"unlabelled_{i:03d}", False) for i, s in enumerate(unlabelled)]
     config = Config.from_dict(data)
     check_data_present(config)
     path = inputs / "config.yaml"

@@ -693,10 +693,11 @@ def sanitize_state(state: Any) -> dict[str, Any]:
     return out
 
 
-_EVENT_NUMBERS = {"step": ("loss_synth", "loss_real", "it_per_s", "elapsed_s"), "validation": ("mean_dice",)}
-_EVENT_INTS = {"start": ("total_steps", "n_classes")}
+_EVENT_NUMBERS = {"step": ("loss_synth", "loss_real", "it_per_s", "elapsed_s"), "validation": ("mean_dice",),
+                  "round": ("mean_dice", "change", "kept_fraction")}
+_EVENT_INTS = {"start": ("total_steps", "n_classes"), "round": ("round",)}
 _EVENT_STRINGS = {"start": ("device", "method"), "log": ("level", "message"), "done": ("reason", "message"),
-                  "checkpoint": ("path",)}
+                  "checkpoint": ("path",), "round": ("stop",)}
 
 
 def sanitize_event_json(item: Any) -> Optional[dict[str, Any]]:
@@ -733,7 +734,7 @@ def sanitize_event_json(item: Any) -> Optional[dict[str, Any]]:
             out["theta"] = {}
         elif not all(_theta_value_ok(v) for v in theta.values()):
             out["theta"] = {str(k): v for k, v in theta.items() if _theta_value_ok(v)}
-    if kind == "validation" and "dice" in out:
+    if kind in ("validation", "round") and "dice" in out:
         dice = out["dice"]
         if not isinstance(dice, dict):
             out["dice"] = {}

@@ -110,7 +110,11 @@ class Trainer:
       default :meth:`is_hyper_step` (``hyper_start``, ``hyper_every``);
     * ``segmentation_lr(step)`` / ``theta_lr(step) -> float``: the learning rates of eq. 2 and
       eq. 5; defaults :meth:`segmentation_learning_rate` / :meth:`theta_learning_rate`;
-    * ``on_step``: a :data:`StepHook` called after every iteration of :meth:`run`.
+    * ``on_step``: a :data:`StepHook` called after every iteration of :meth:`run`;
+    * ``loss_fn(logits, labels) -> Tensor``: the segmentation loss of every pass; default
+      :func:`~l2s_gui.losses.soft_dice_loss`;
+    * ``mix(x_aug, y) -> (x, y)``: the batch of a plain synthetic step from the augmented synthetic
+      batch; default :meth:`mix_batch` (real pairs mixed in for 'mixed', else unchanged).
     """
 
     def __init__(self, config: Config, run: RunFolder | None = None, resume: bool = False,
@@ -121,7 +125,9 @@ class Trainer:
                  hyper_schedule: Callable[[int], bool] | None = None,
                  segmentation_lr: Callable[[int], float] | None = None,
                  theta_lr: Callable[[int], float] | None = None,
-                 on_step: StepHook | None = None):
+                 on_step: StepHook | None = None,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 mix: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None):
         self.cfg = config
         self.run_folder = run
         self.rank, self.world = _distributed()
@@ -186,6 +192,8 @@ class Trainer:
         self.segmentation_lr = segmentation_lr or self.segmentation_learning_rate
         self.theta_lr = theta_lr or self.theta_learning_rate
         self.on_step = on_step
+        self.loss_fn = loss_fn or soft_dice_loss
+        self.mix = mix or self.mix_batch
 
     # control
     def request_stop(self) -> None:
@@ -303,6 +311,13 @@ class Trainer:
         y[:n] = y_real.to(y.dtype)
         return x, y
 
+    def mix_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The default ``mix``: :meth:`mix_real` for method 'mixed', :meth:`synthmix` for 'synthmix',
+        else ``(x, y)`` unchanged."""
+        if self.method == "mixed":
+            return self.mix_real(x, y)
+        return self.synthmix(x, y) if self.method == "synthmix" else (x, y)
+
     def is_hyper_step(self, step: int) -> bool:
         """The configured schedule: iteration ``step`` (0-based) takes the hyper-step when it is at
         least ``hyper_start`` and ``step + 1`` is a multiple of ``hyper_every``."""
@@ -318,7 +333,7 @@ class Trainer:
         self.inner.lr = self.segmentation_lr(self.step)
         if self.method not in SYNTHESIS_METHODS:  # supervised, finetuned: real pairs only
             x, y = self.real_batches()
-            loss, grads = loss_and_grads(self.net, phi, x, y, soft_dice_loss, self.autocast)
+            loss, grads = loss_and_grads(self.net, phi, x, y, self.loss_fn, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             self._last_batch: tuple[Tensor, Any, Tensor] = (x, x, y)  # (x, draw, y); no draw here
             return float(loss), None
@@ -331,7 +346,7 @@ class Trainer:
             t = self.cfg.training
             x_real, y_real = self.real_batches()
             loss_synth, loss_real, grads, phi_star, hypergradient = hyper_step(
-                self.net, self.aug, self.inner, x, draw, y, x_real, y_real, soft_dice_loss,
+                self.net, self.aug, self.inner, x, draw, y, x_real, y_real, self.loss_fn,
                 mode=t.hypergradient, autocast=self.autocast, exact_route=t.hypergradient_route)
             if self.world > 1:
                 grads = self._all_reduce(grads)
@@ -353,9 +368,8 @@ class Trainer:
         else:
             with torch.no_grad():
                 x_aug = self.aug(x, draw)
-            x_train, y_train = (self.mix_real(x_aug, y) if self.method == "mixed" else
-                                self.synthmix(x_aug, y) if self.method == "synthmix" else (x_aug, y))
-            loss, grads = loss_and_grads(self.net, phi, x_train, y_train, soft_dice_loss, self.autocast)
+            x_train, y_train = self.mix(x_aug, y)
+            loss, grads = loss_and_grads(self.net, phi, x_train, y_train, self.loss_fn, self.autocast)
             self.inner.step_(phi, self._all_reduce(grads))
             result = float(loss), None
         self._last_batch = (x, draw, y)
@@ -517,12 +531,17 @@ class Trainer:
         if self.rank == 0:
             yield event
 
-    def run(self) -> Iterator[Event]:
-        """Train until ``training.steps``; yield events. Errors end with a DoneEvent('error')."""
+    def run(self, *, first: bool = True, last: bool = True) -> Iterator[Event]:
+        """Train until ``training.steps``; yield events. Errors end with a DoneEvent('error').
+
+        A run in stages (self-training rounds) calls ``run`` once per stage: ``first=False`` keeps the
+        control file (a stop sent between stages still stops); ``last=False``: a stage that finishes
+        saves its checkpoint and yields its DoneEvent('finished') without writing it or the state,
+        and :meth:`finish_run` ends the whole run later (a stop or an error ends it at once)."""
         t = self.cfg.training
         total = t.steps
         resumed = self.step > 0
-        if self.writes:
+        if self.writes and first:
             self._folder.clear_control()
         self._write_state("running")
         yield from self._emit(StartEvent(step=self.step, total_steps=total, device=describe_device(self.device),
@@ -565,9 +584,9 @@ class Trainer:
                 reason, message = "error", f"internal error at step {self.step + 1}: {type(exc).__name__}: {exc}"
                 if self.writes:
                     self._folder.write_error_log(traceback.format_exc())
-        yield from self._end(reason, message)
+        yield from self._end(reason, message, last)
 
-    def _end(self, reason: str, message: str) -> Iterator[Event]:
+    def _end(self, reason: str, message: str, last: bool = True) -> Iterator[Event]:
         """The final checkpoint, state and DoneEvent, each guarded: a failing write (disk full) turns
         the run into an error but still ends it cleanly; non-finite weights are never saved."""
         if (reason != "error" or self.step > 0) and not getattr(self, "_diverged", False) and self._finite_weights():
@@ -578,7 +597,18 @@ class Trainer:
                     reason, message = "error", f"the final checkpoint could not be saved: {error_message(exc)}"
                 if self.writes:
                     self._folder.clean_leftovers()  # frees the unfinished checkpoint's space
-        model_path = str(self._folder.model_path) if self.writes and self._folder.model_path.is_file() else None
+        if not last and reason == "finished":
+            if self.rank == 0:
+                yield DoneEvent(step=self.step, reason=reason, model_path=self._model_path())
+            return
+        yield from self.finish_run(reason, message)
+
+    def _model_path(self) -> str | None:
+        return str(self._folder.model_path) if self.writes and self._folder.model_path.is_file() else None
+
+    def finish_run(self, reason: str, message: str = "") -> Iterator[Event]:
+        """The run's final state and DoneEvent (after its last stage, :meth:`run` with ``last=False``)."""
+        model_path = self._model_path()
         done = DoneEvent(step=self.step, reason=reason, model_path=model_path, message=message)
         try:
             self._write_state(reason, message)

@@ -65,10 +65,16 @@ LABELS: dict[str, str] = {
     "training.synthmix_fraction": "share of aligned mixes",
     "training.synthmix_grid": "mask grid k (cells per axis)",
     "training.synthmix_ratio": "λ: share of real cells",
+    "self_training.rounds": "rounds (max)",
+    "self_training.confidence": "confidence threshold",
+    "self_training.tolerance": "stop below Dice change",
+    "self_training.steps": "steps per round (0: as training)",
+    "self_training.pseudo_fraction": "pseudo-labelled share of a batch",
+    "self_training.student_init": "student starts from",
 }
 PLACEHOLDERS = {"data.patch_size": "whole slice/volume, e.g. 96 96", "data.voxel_size": "each file's own grid, e.g. 1"}
 CHOICE_TEXT = {"data.ndim": {2: "2D", 3: "3D"}}
-DATA_PATH_KEYS = ("data.label_maps", "data.real_images", "data.real_labels")
+DATA_PATH_KEYS = ("data.label_maps", "data.real_images", "data.real_labels", "data.unlabelled_images")
 
 
 def _fields() -> dict[str, FieldSpec]:

@@ -1,5 +1,6 @@
 """The Data tab of the training widget: label maps for synthesis and real (scan, labels) pairs --
-layers of the viewer or files/folders -- the validation split and the label table.
+layers of the viewer or files/folders -- the validation split and the label table, and the
+unlabelled scans of self-training with its round settings (``self_training.*``, from the schema).
 
 It only collects; the engine checks and writes (:func:`l2s_gui.run_inputs.prepare_run_inputs`).
 When the viewer holds the built-in sample (opened from napari's sample menu), its scan and labels
@@ -35,6 +36,8 @@ from ._form_widgets import button, button_row, tab_page
 from ._layer_pickers import LayerCombo, SourceList, layer_volume
 from ._sample_data import SAMPLE_KEY
 
+SELF_TRAINING_KEYS = ["self_training.rounds", "self_training.confidence", "self_training.tolerance",
+                      "self_training.steps", "self_training.pseudo_fraction", "self_training.student_init"]
 Entry = tuple[str, Any]
 """("layer", layer name) or ("path", "/a/file/or/folder")."""
 
@@ -108,6 +111,7 @@ class DataTab(QWidget):
         form.rows(rows, ["data.val_fraction", "data.label_table"])
         v.addLayout(rows)
         layout.addWidget(box)
+        layout.addWidget(self._unlabelled_box(form))
         layout.addWidget(button("Use the built-in sample (files)", self.sample_requested.emit,
                                 "Fill the inputs and settings with the built-in sample of `l2s demo`: deformed "
                                 "label maps for synthesis and three real T1 + labels pairs (MNI152 from nilearn, "
@@ -115,6 +119,41 @@ class DataTab(QWidget):
         layout.addStretch(1)
         viewer.layers.events.inserted.connect(self._adopt_sample)
         self._adopt_sample()
+
+    def _unlabelled_box(self, form: ConfigForm) -> QGroupBox:
+        """Unlabelled target scans (checked image layers, files, folders) and the round settings."""
+        box = QGroupBox("Unlabelled scans (self-training)")
+        v = QVBoxLayout(box)
+        self.unlabelled_list = SourceList(viewer=self.viewer, kinds=("image",))
+        self.unlabelled_list.setToolTip("Checked image layers and files/folders: after training, each self-training "
+                                        "round pseudo-labels them and trains a student on them and synthetic images")
+        self.unlabelled_list.changed.connect(self.changed)
+        v.addWidget(self.unlabelled_list)
+        v.addLayout(button_row(button("Add files…", self._add_unlabelled_files),
+                               button("Add folder…", self._add_unlabelled_folder),
+                               button("Remove", self.unlabelled_list.remove_selected,
+                                      "Remove selected files/folders (layers are unchecked)")))
+        rows = QFormLayout()
+        for key in SELF_TRAINING_KEYS:
+            form.add(key)
+        form.rows(rows, SELF_TRAINING_KEYS)
+        v.addLayout(rows)
+        return box
+
+    def _add_unlabelled_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Unlabelled scans", "", "Volumes (*.nii *.nii.gz *.mgz *.mgh)")
+        for p in paths:
+            self.unlabelled_list.add_path(p)
+
+    def _add_unlabelled_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder of unlabelled scans")
+        if path:
+            self.unlabelled_list.add_path(path)
+
+    def unlabelled_sources(self) -> list:
+        """The checked unlabelled scans for :func:`l2s_gui.run_inputs.prepare_run_inputs`: layers as
+        in-memory volumes, files/folders as paths."""
+        return [layer_volume(item) if kind == "layer" else item for kind, item in self.unlabelled_list.sources()]
 
     # ------------------------------------------------------------------------------------ entries
     def _add_synth_files(self) -> None:
@@ -198,15 +237,18 @@ class DataTab(QWidget):
             self.synth_list.add_path(str(p))
         for scan, labels in zip(d.get("real_images") or [], d.get("real_labels") or []):
             self.add_pair(str(scan), str(labels))
+        for p in d.get("unlabelled_images") or []:
+            self.unlabelled_list.add_path(str(p))
 
     def file_paths(self) -> dict[str, list[str]]:
         """The data lists of the file entries (layers become files on Start only)."""
         pairs = [(a[1], b[1]) for a, b in self.pairs() if a[0] == "path" and b[0] == "path"]
         return {"label_maps": [p for kind, p in self.synth_list.sources() if kind == "path"],
-                "real_images": [a for a, _ in pairs], "real_labels": [b for _, b in pairs]}
+                "real_images": [a for a, _ in pairs], "real_labels": [b for _, b in pairs],
+                "unlabelled_images": [p for kind, p in self.unlabelled_list.sources() if kind == "path"]}
 
     def has_layers(self) -> bool:
-        return any(kind == "layer" for kind, _ in self.synth_list.sources()) or any(
+        return any(kind == "layer" for kind, _ in self.synth_list.sources() + self.unlabelled_list.sources()) or any(
             a[0] == "layer" or b[0] == "layer" for a, b in self.pairs())
 
     def run_sources(self) -> tuple[list, list]:

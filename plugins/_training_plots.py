@@ -84,6 +84,7 @@ class TrainingPlots(QWidget):
         self.dice_plot.setYRange(0, 1, padding=0.02)
         self.series: dict[str, _Series] = {}
         self.label_names: dict[str, str] = {}
+        self.rounds: list[Any] = []  # RoundEvents of a self-training run, by round
         self.curves: dict[str, Any] = {}
         self._colors = theme_colors(theme)
         self.set_theme(theme)
@@ -111,7 +112,8 @@ class TrainingPlots(QWidget):
             if plot.legend is not None:
                 plot.legend.setLabelTextColor(c["text"])
         for key, curve in self.curves.items():
-            curve.setPen(self._pen(key))
+            if key != "round_dice":
+                curve.setPen(self._pen(key))
 
     def _pen(self, key: str):
         fixed = {"sigma": self._colors["warning"], "loss_synth": PALETTE[0], "loss_real": PALETTE[1],
@@ -134,6 +136,7 @@ class TrainingPlots(QWidget):
                 plot.legend.clear()
         self.series.clear()
         self.curves.clear()
+        self.rounds.clear()
 
     def _add(self, key: str, x: float, y: Any) -> None:
         self.series.setdefault(key, _Series()).add(x, y)
@@ -151,7 +154,12 @@ class TrainingPlots(QWidget):
                 self._flush()  # draw now, then at most once per interval
 
     def _add_event(self, e) -> bool:
-        from l2s_gui.events import StepEvent, ValidationEvent
+        from l2s_gui.events import RoundEvent, StepEvent, ValidationEvent
+
+        if isinstance(e, RoundEvent):  # self-training: one marker per round on the Dice plot
+            self._add("round_dice", e.step, e.mean_dice)
+            self.rounds = [r for r in self.rounds if r.round != e.round] + [e]
+            return True
 
         step = e.step
         if isinstance(e, StepEvent):
@@ -186,12 +194,13 @@ class TrainingPlots(QWidget):
     def _plot_for(self, key: str):
         if key.startswith("loss"):
             return self.loss_plot
-        if key.startswith("dice") or key == "mean_dice":
+        if key.startswith("dice") or key in ("mean_dice", "round_dice"):
             return self.dice_plot
         return self.theta_plot
 
     def _legend_name(self, key: str) -> str:
-        names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ"}
+        names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ",
+                 "round_dice": "rounds"}
         if key in names:
             return names[key]
         if key.startswith("dice_"):
@@ -212,9 +221,24 @@ class TrainingPlots(QWidget):
                 if x.size == 0:
                     continue
                 plot = self._plot_for(key)
-                curve = plot.plot(name=self._legend_name(key), pen=self._pen(key))
+                if key == "round_dice":  # markers, no line
+                    curve = plot.plot(name=self._legend_name(key), pen=None, symbol="o", symbolSize=9,
+                                      symbolBrush=self._colors["accent"], symbolPen=self._colors["text"])
+                else:
+                    curve = plot.plot(name=self._legend_name(key), pen=self._pen(key))
                 self.curves[key] = curve
             curve.setData(x, y)
+        self.dice_plot.setTitle(self.dice_title(), color=self._colors["text"], size="9pt")
+
+    def dice_title(self) -> str:
+        """'validation Dice', followed in a self-training run by each round's mean Dice and change."""
+        parts = []
+        for r in sorted(self.rounds, key=lambda r: r.round):
+            text = f"r{r.round} {float(r.mean_dice):.3f}"
+            if r.change is not None:
+                text += f" ({float(r.change):+.3f})"
+            parts.append(text)
+        return "validation Dice" + (" · rounds: " + ", ".join(parts) if parts else "")
 
     def last(self, key: str) -> float | None:
         s = self.series.get(key)

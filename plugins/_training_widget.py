@@ -330,7 +330,8 @@ class TrainingWidget(QWidget):
             return False
         try:
             maps, pairs = self.data.run_sources()
-            config_path = prepare_run_inputs(run_dir, self.settings_dict(), maps, pairs)
+            config_path = prepare_run_inputs(run_dir, self.settings_dict(), maps, pairs,
+                                             unlabelled=self.data.unlabelled_sources())
         except Exception as exc:  # noqa: BLE001 - shown to the user, viewer stays usable
             _notify.notify_error(_notify.error_text(exc))
             return False
