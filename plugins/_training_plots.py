@@ -1,4 +1,5 @@
-"""Live training plots (pyqtgraph): theta (sigma, c_1..c_K), synthetic/real loss, validation Dice.
+"""Live training plots (pyqtgraph): theta (sigma, c_1..c_K), synthetic/real loss, validation Dice,
+and, for runs with the Inspector, its accuracy (with the 0.5 line: indistinguishable).
 
 Colours follow the napari theme (background, text, accent) and change with it.
 """
@@ -82,6 +83,8 @@ class TrainingPlots(QWidget):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
         self.dice_plot.setYRange(0, 1, padding=0.02)
+        self.chance_line = None
+        self.inspector_plot = None  # added with the first Inspector event (runs without it keep three plots)
         self.series: dict[str, _Series] = {}
         self.label_names: dict[str, str] = {}
         self.curves: dict[str, Any] = {}
@@ -96,11 +99,31 @@ class TrainingPlots(QWidget):
 
     @property
     def plots(self):
-        return (self.theta_plot, self.loss_plot, self.dice_plot)
+        base = (self.theta_plot, self.loss_plot, self.dice_plot)
+        return base if self.inspector_plot is None else base + (self.inspector_plot,)
+
+    def _ensure_inspector_plot(self):
+        """The Inspector's accuracy plot (0-1, a dashed line at 0.5 = indistinguishable)."""
+        if self.inspector_plot is None:
+            plot = self.inspector_plot = self.graphics.addPlot(title="inspector accuracy")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("bottom", "step")
+            plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
+            plot.setYRange(0, 1, padding=0.02)
+            self.chance_line = pg.InfiniteLine(pos=0.5, angle=0, movable=False,
+                                               pen=pg.mkPen(self._colors["grid"], width=1,
+                                                            style=pg.QtCore.Qt.PenStyle.DashLine))
+            plot.addItem(self.chance_line)
+            self.set_theme_colors()
+        return self.inspector_plot
 
     # theme
     def set_theme(self, theme: str) -> None:
-        self._colors = c = theme_colors(theme)
+        self._colors = theme_colors(theme)
+        self.set_theme_colors()
+
+    def set_theme_colors(self) -> None:
+        c = self._colors
         self.graphics.setBackground(c["background"])
         for plot in self.plots:
             plot.titleLabel.setText(plot.titleLabel.text, color=c["text"], size="9pt")
@@ -115,7 +138,8 @@ class TrainingPlots(QWidget):
 
     def _pen(self, key: str):
         fixed = {"sigma": self._colors["warning"], "loss_synth": PALETTE[0], "loss_real": PALETTE[1],
-                 "mean_dice": self._colors["text"]}
+                 "mean_dice": self._colors["text"], "inspector_accuracy": self._colors["text"],
+                 "inspector_real": PALETTE[2], "inspector_synthetic": PALETTE[3]}
         if key in fixed:
             return pg.mkPen(fixed[key], width=2)
         if key.startswith("c_"):
@@ -134,6 +158,9 @@ class TrainingPlots(QWidget):
                 plot.legend.clear()
         self.series.clear()
         self.curves.clear()
+        if self.inspector_plot is not None:  # a restarted or other run may have no Inspector
+            self.graphics.removeItem(self.inspector_plot)
+            self.inspector_plot = None
 
     def _add(self, key: str, x: float, y: Any) -> None:
         self.series.setdefault(key, _Series()).add(x, y)
@@ -151,7 +178,7 @@ class TrainingPlots(QWidget):
                 self._flush()  # draw now, then at most once per interval
 
     def _add_event(self, e) -> bool:
-        from l2s_gui.events import StepEvent, ValidationEvent
+        from l2s_gui.events import InspectorEvent, StepEvent, ValidationEvent
 
         step = e.step
         if isinstance(e, StepEvent):
@@ -169,6 +196,11 @@ class TrainingPlots(QWidget):
             for label, value in (e.dice or {}).items():
                 self._add(f"dice_{label}", step, value)
             return True
+        if isinstance(e, InspectorEvent):
+            self._add("inspector_accuracy", step, e.accuracy)
+            self._add("inspector_real", step, e.accuracy_real)
+            self._add("inspector_synthetic", step, e.accuracy_synthetic)
+            return True
         return False
 
     def _flush(self) -> None:
@@ -184,6 +216,8 @@ class TrainingPlots(QWidget):
         self._flush()
 
     def _plot_for(self, key: str):
+        if key.startswith("inspector"):
+            return self._ensure_inspector_plot()
         if key.startswith("loss"):
             return self.loss_plot
         if key.startswith("dice") or key == "mean_dice":
@@ -191,7 +225,9 @@ class TrainingPlots(QWidget):
         return self.theta_plot
 
     def _legend_name(self, key: str) -> str:
-        names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ"}
+        names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ",
+                 "inspector_accuracy": "accuracy", "inspector_real": "real patches",
+                 "inspector_synthetic": "synthetic patches"}
         if key in names:
             return names[key]
         if key.startswith("dice_"):
