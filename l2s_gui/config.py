@@ -39,8 +39,8 @@ from .config_limits import (
 from .errors import ConfigError
 
 __all__ = ["AugmentationConfig", "Config", "DataConfig", "FieldSpec", "InspectorConfig", "NetworkConfig",
-           "RecoveryConfig", "SynthesisConfig", "TrainingConfig", "apply_overrides", "check_data_present", "config_fields", "field_spec",
-           "read_config_file", "setting", "validate"]
+           "RecoveryConfig", "SynthesisConfig", "TrainingConfig", "apply_overrides", "check_data_present",
+           "config_fields", "field_spec", "read_config_file", "setting", "validate"]
 
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,

@@ -50,7 +50,7 @@ class TrainingInspector:
                                          trainer.device, seed=seed)
         self._gen_data = torch.Generator().manual_seed(seed)
         self._gen_device = torch.Generator(device=trainer.device).manual_seed(seed)
-        self._eval_synthetic: tuple[Tensor, object] | None = None
+        self._eval_synthetic: tuple[Tensor, dict[str, Tensor] | None] | None = None
         self.updates = 0
 
     def synthetic_side(self, trainer: Trainer) -> Tensor:
