@@ -73,6 +73,8 @@ class TrainingPlots(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
+        self.chance_line = None
+        self.inspector_plot = None  # added with the first Inspector event (runs without it keep three plots)
         self.theta_plot = self.graphics.addPlot(title="augmentation θ")
         self.loss_plot = self.graphics.addPlot(title="loss (soft Dice)")
         self.dice_plot = self.graphics.addPlot(title="validation Dice")
@@ -83,8 +85,6 @@ class TrainingPlots(QWidget):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
         self.dice_plot.setYRange(0, 1, padding=0.02)
-        self.chance_line = None
-        self.inspector_plot = None  # added with the first Inspector event (runs without it keep three plots)
         self.series: dict[str, _Series] = {}
         self.label_names: dict[str, str] = {}
         self.curves: dict[str, Any] = {}
