@@ -1,9 +1,9 @@
 """The Inspector: a patch classifier of real vs synthetic images (SynthMix Sec. 2.2-2.3), a live
 diagnostic of the domain gap. It never trains the segmenter or theta: every input is detached.
 
-* :func:`random_grid_mask`, :func:`upsample_mask`, :func:`grid_mix`: the random k x k (k^3 in 3D)
-  binary mix-up mask and the mix of eq. 2, x~ = M * x_T + (1 - M) * x_S (eq. 3 for label maps),
-  batched on the device; public for the SynthMix method too.
+* the unaligned mixes use SynthMix's own mask and mix (:mod:`l2s_gui.grid_mix`, eq. 2:
+  ``M * synthetic + (1 - M) * real``, M a random k x k (k^3) cell mask at the image's resolution);
+  :func:`patch_targets` turns M into the Inspector's target map;
 * :class:`InspectorNet`: a PatchGAN-like encoder-decoder producing a k x k map of logits of
   P(synthetic) per patch, plus the global branch (4x4 convolution + global average pooling)
   supervised by the mean of the mask (Sec. 2.3).
@@ -26,65 +26,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DomainInspector", "InspectorNet", "InspectorScores", "grid_mix", "map_on_grid", "patch_targets",
-           "random_grid_mask", "upsample_mask"]
+from .grid_mix import grid_mix, random_grid_mask
 
-
-def random_grid_mask(shape: Sequence[int], k: int, ratio: float, generator: torch.Generator) -> Tensor:
-    """The k x k (k^3 in 3D) random binary mask of SynthMix Sec. 2.2, one per sample.
-
-    ``shape``: the image batch's shape (B, C, *spatial): the number of spatial axes gives 2D or 3D.
-    Each cell is 1 with probability ``ratio`` (the share of x_T in the mix), independently. Returns
-    a float tensor (B, 1, k, ..., k) of 0/1 on ``generator``'s device; :func:`upsample_mask` or
-    :func:`grid_mix` bring it to the image grid."""
-    if len(shape) < 4:
-        raise ValueError(f"shape must be (B, C, *spatial) with 2 or 3 spatial axes, got {tuple(shape)}")
-    if k < 1 or not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"need k >= 1 and ratio in [0, 1], got k={k}, ratio={ratio}")
-    cells = (int(shape[0]), 1) + (k,) * (len(shape) - 2)
-    return (torch.rand(cells, generator=generator, device=generator.device) < ratio).float()
-
-
-def upsample_mask(mask: Tensor, spatial: Sequence[int]) -> Tensor:
-    """A cell mask (B, 1, k, ...) nearest-upsampled to ``spatial`` (the interpolated M of eq. 2);
-    pixel i of an axis of size n takes cell floor(i * k / n)."""
-    spatial = tuple(int(s) for s in spatial)
-    if tuple(mask.shape[2:]) == spatial:
-        return mask
-    return F.interpolate(mask.float(), size=spatial, mode="nearest")
-
-
-def grid_mix(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
-    """Eq. 2 (and eq. 3 for label maps): ``mask * b + (1 - mask) * a``, i.e. ``b`` (x_T) where the
-    mask is 1 and ``a`` (x_S) elsewhere.
-
-    ``a``, ``b``: images (B, C, *spatial) or label maps (B, *spatial) of the same shape; ``mask``: a
-    0/1 mask (B, 1, *cells) at any resolution (:func:`random_grid_mask`), upsampled to the grid.
-    Label maps (and any integer tensor) are mixed by selection, so they stay integers."""
-    if a.shape != b.shape:
-        raise ValueError(f"grid_mix needs two batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    labels = a.dim() == mask.dim() - 1
-    spatial = a.shape[1:] if labels else a.shape[2:]
-    full = upsample_mask(mask, spatial).to(a.device)
-    if labels:
-        full = full[:, 0]
-    if not a.is_floating_point():
-        return torch.where(full > 0.5, b, a)
-    full = full.to(a.dtype)
-    return full * b + (1 - full) * a
+__all__ = ["DomainInspector", "InspectorNet", "InspectorScores", "map_on_grid", "patch_targets"]
 
 
 def patch_targets(mask: Tensor, k: int) -> Tensor:
-    """The Inspector's target map: the share of each of its k x k patches taken from x_T (the
-    synthetic image), i.e. the mask averaged over the Inspector's adaptive-pooling bins (exactly
-    the cell mask when the image size is a multiple of k)."""
+    """The Inspector's target map from a mix-up mask (B, 1, *spatial) at the image's resolution (1 =
+    synthetic): the share of each of its k x k patches taken from the synthetic image, i.e. the mask
+    averaged over the Inspector's adaptive-pooling bins (exactly the k x k cells of
+    :func:`~l2s_gui.grid_mix.random_grid_mask` when k divides the image size)."""
     pool = F.adaptive_avg_pool2d if mask.dim() == 4 else F.adaptive_avg_pool3d
     return pool(mask.float(), k)
 
 
 def map_on_grid(patch_map: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """A k x k map nearest-upsampled to an image's grid ``shape`` (the same cells as
-    :func:`upsample_mask`), e.g. to lay it over the real preview image."""
+    """A k x k map nearest-upsampled to an image's grid ``shape`` (pixel i of an axis of size n takes
+    patch floor(i * k / n), about the Inspector's pooling bins), e.g. over the real preview image."""
     patch_map = np.asarray(patch_map)
     index = np.ix_(*[np.arange(n) * k // n for n, k in zip(shape, patch_map.shape)])
     return patch_map[index]
@@ -174,12 +132,12 @@ class DomainInspector:
             raise ValueError(f"real and synthetic images differ in shape: {tuple(real.shape)} vs "
                              f"{tuple(synthetic.shape)}")
         n = min(real.shape[0], synthetic.shape[0])
-        cells = random_grid_mask(real[:n].shape, self.grid, self.mix_ratio, self.generator)
-        full = upsample_mask(cells, real.shape[2:])
-        mixes = grid_mix(real[:n], synthetic[:n], full)
-        targets = torch.cat([torch.zeros((real.shape[0], 1) + (self.grid,) * (real.dim() - 2), device=self.device),
-                             torch.ones((synthetic.shape[0], 1) + (self.grid,) * (real.dim() - 2), device=self.device),
-                             patch_targets(full, self.grid)])
+        mask = random_grid_mask(real[:n].shape, self.grid, self.mix_ratio, self.generator)  # 1 = synthetic
+        mixes = grid_mix(synthetic[:n], real[:n], mask)
+        cells = (self.grid,) * (real.dim() - 2)
+        targets = torch.cat([torch.zeros((real.shape[0], 1) + cells, device=self.device),
+                             torch.ones((synthetic.shape[0], 1) + cells, device=self.device),
+                             patch_targets(mask, self.grid)])
         self.net.train()
         map_logits, global_logit = self.net(torch.cat([real, synthetic, mixes]))
         loss = _bce(map_logits, global_logit, targets)

@@ -8,9 +8,10 @@ Which images:
   enabling the Inspector leaves the training's own random draws, and therefore phi and theta,
   exactly as they are without it;
 * "synthetic": what the method trains on, A_theta(x) of the iteration's SynthSeg batch for
-  learn2synth, synthseg and mixed (for mixed only its synthetic samples: the real ones it mixes in
-  are real images), and the real training batch itself for the real-pair-only methods (finetuned,
-  supervised: the map then shows a training vs validation gap, expected near 0.5);
+  learn2synth, synthseg, mixed and synthmix (without the real samples mixed puts in and the aligned
+  real/synthetic mixes of synthmix: those are, or hold, real images), and the real training batch
+  itself for the real-pair-only methods (finetuned, supervised: the map then shows a training vs
+  validation gap, expected near 0.5);
 * evaluation: the validation images (real side) vs a fixed draw of ``eval_batches`` synthetic
   batches (SynthSeg images and the augmentation's random draw fixed once, seeded; the current
   A_theta applied at every evaluation, so the accuracy follows theta), from the Inspector's own

@@ -1,4 +1,4 @@
-"""The Inspector (SynthMix Sec. 2.2-2.3): mask helpers and eq. 2, the network in 2D/3D, that it
+"""The Inspector (SynthMix Sec. 2.2-2.3): its targets from the mix-up mask, the network in 2D/3D, that it
 never touches phi or theta, its accuracy on alike and different domains, the trainer hook with
 every method, events and the run folder, and the refusal without real images."""
 
@@ -12,15 +12,8 @@ from helpers import VALUES  # noqa: F401  (the `dataset` fixture is in conftest.
 from l2s_gui.config import Config, check_data_present
 from l2s_gui.errors import ConfigError
 from l2s_gui.events import InspectorEvent
-from l2s_gui.inspector import (
-    DomainInspector,
-    InspectorNet,
-    grid_mix,
-    map_on_grid,
-    patch_targets,
-    random_grid_mask,
-    upsample_mask,
-)
+from l2s_gui.grid_mix import random_grid_mask
+from l2s_gui.inspector import DomainInspector, InspectorNet, map_on_grid, patch_targets
 from l2s_gui.runs import RunFolder, RunReader, load_inspector_arrays
 from l2s_gui.trainer import Trainer
 
@@ -40,47 +33,20 @@ def make_config(dataset, method="learn2synth", **sections) -> Config:
     return Config.from_dict(data)
 
 
-# ------------------------------------------------------------------------------------------- mask helpers
-def test_random_grid_mask_shape_values_and_ratio():
-    gen = torch.Generator().manual_seed(0)
-    mask = random_grid_mask((512, 1, 24, 20), 8, 0.3, gen)
-    assert mask.shape == (512, 1, 8, 8) and mask.dtype == torch.float32
-    assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    assert abs(float(mask.mean()) - 0.3) < 0.01  # 32768 Bernoulli(0.3) cells: std 0.0025
-    assert random_grid_mask((2, 1, 6, 6, 6), 4, 0.5, gen).shape == (2, 1, 4, 4, 4)
-    same = [random_grid_mask((3, 1, 16, 16), 8, 0.5, torch.Generator().manual_seed(7)) for _ in range(2)]
-    assert torch.equal(*same)
-    assert float(random_grid_mask((4, 1, 8, 8), 4, 0.0, gen).sum()) == 0.0
-    assert float(random_grid_mask((4, 1, 8, 8), 4, 1.0, gen).mean()) == 1.0
-    with pytest.raises(ValueError):
-        random_grid_mask((4, 16, 16), 4, 0.5, gen)
-
-
-def test_grid_mix_is_eq_2_for_images_and_labels():
-    gen = torch.Generator().manual_seed(1)
-    a, b = torch.rand(3, 1, 16, 16, generator=gen), torch.rand(3, 1, 16, 16, generator=gen)
-    cells = random_grid_mask(a.shape, 4, 0.5, gen)
-    mixed = grid_mix(a, b, cells)
-    full = cells.repeat_interleave(4, 2).repeat_interleave(4, 3)  # each cell is a 4x4 patch
-    assert torch.equal(mixed, full * b + (1 - full) * a)
-    assert torch.equal(upsample_mask(cells, (16, 16)), full)
-    ya, yb = torch.zeros(3, 16, 16, dtype=torch.long), torch.full((3, 16, 16), 5, dtype=torch.long)
-    ymix = grid_mix(ya, yb, cells)  # eq. 3: labels follow the same mask, stay integers
-    assert ymix.dtype == torch.long and torch.equal(ymix, 5 * full[:, 0].long())
-    with pytest.raises(ValueError):
-        grid_mix(a, b[:, :, :8], cells)
-
-
-def test_uneven_sizes_mask_targets_and_map_on_grid_agree():
+# ------------------------------------------------------------------------------- targets from SynthMix's mask
+def test_patch_targets_are_the_mask_cells_and_the_map_goes_back_to_the_grid():
+    """The mixes are SynthMix's (l2s_gui.grid_mix, tested in tests/test_grid_mix.py); the Inspector's
+    target is the share of each of its k x k patches taken from the synthetic image."""
     gen = torch.Generator().manual_seed(2)
-    cells = random_grid_mask((2, 1, 20, 12), 8, 0.5, gen)
-    full = upsample_mask(cells, (20, 12))
-    assert full.shape == (2, 1, 20, 12)
-    assert np.array_equal(map_on_grid(cells[0, 0].numpy(), (20, 12)), full[0, 0].numpy())
-    targets = patch_targets(full, 8)
-    assert targets.shape == (2, 1, 8, 8) and float(targets.min()) >= 0 and float(targets.max()) <= 1
-    even = upsample_mask(cells, (16, 16))
-    assert torch.equal(patch_targets(even, 8), cells)  # exactly the cells when k divides the size
+    mask = random_grid_mask((3, 1, 16, 16), 8, 0.5, gen)
+    cells = mask[:, :, ::2, ::2]
+    assert torch.equal(patch_targets(mask, 8), cells)  # exactly the cells when k divides the size
+    assert np.array_equal(map_on_grid(cells[0, 0].numpy(), (16, 16)), mask[0, 0].numpy())
+    uneven = patch_targets(random_grid_mask((2, 1, 20, 12), 8, 0.5, gen), 8)
+    assert uneven.shape == (2, 1, 8, 8) and 0 <= float(uneven.min()) <= float(uneven.max()) <= 1
+    assert patch_targets(random_grid_mask((2, 1, 8, 8, 8), 4, 0.5, gen), 4).shape == (2, 1, 4, 4, 4)
+    assert map_on_grid(np.arange(4.0).reshape(2, 2), (3, 5)).tolist() == [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1],
+                                                                          [2, 2, 2, 3, 3]]
 
 
 # ---------------------------------------------------------------------------------------------- network
@@ -155,7 +121,7 @@ def test_the_real_side_is_the_real_batches_seam(dataset):
     assert torch.equal(trainer.inspector.real_side(trainer), seen)
 
 
-@pytest.mark.parametrize("method", ["learn2synth", "synthseg", "mixed", "supervised", "finetuned"])
+@pytest.mark.parametrize("method", ["learn2synth", "synthseg", "mixed", "synthmix", "supervised", "finetuned"])
 def test_every_method_reports_inspector_events(dataset, tmp_path, method):
     extra = {}
     if method == "finetuned":
