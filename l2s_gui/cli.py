@@ -106,11 +106,12 @@ def consume(events: Iterable, quiet: bool = False, out=sys.stderr) -> Optional[o
     """Show trainer events as a progress bar; return the DoneEvent."""
     from tqdm import tqdm
 
-    from .events import DoneEvent, LogEvent, StartEvent, StepEvent, ValidationEvent
+    from .events import DoneEvent, InspectorEvent, LogEvent, StartEvent, StepEvent, ValidationEvent
 
     bar = None
     done = None
     last_dice = None
+    last_inspector = None
     for event in events:
         if isinstance(event, StartEvent):
             print(f"l2s: {event.method} on {event.device}, {event.n_classes} classes "
@@ -125,11 +126,17 @@ def consume(events: Iterable, quiet: bool = False, out=sys.stderr) -> Optional[o
                     post += f" Lr={event.loss_real:.3f}"
                 if last_dice is not None:
                     post += f" dice={last_dice:.3f}"
+                if last_inspector is not None:
+                    post += f" insp={last_inspector:.2f}"
                 bar.set_postfix_str(f"{post} {_format_theta(event.theta)}")
         elif isinstance(event, ValidationEvent):
             last_dice = event.mean_dice
             if quiet:
                 print(f"step {event.step}: validation Dice {event.mean_dice:.4f}", file=out)
+        elif isinstance(event, InspectorEvent):
+            last_inspector = event.accuracy
+            if quiet:
+                print(f"step {event.step}: {_inspector_line(event)}", file=out)
         elif isinstance(event, LogEvent):
             (bar.write if bar is not None else (lambda m: print(m, file=out)))(f"[{event.level}] {event.message}")
         elif isinstance(event, DoneEvent):
@@ -137,6 +144,11 @@ def consume(events: Iterable, quiet: bool = False, out=sys.stderr) -> Optional[o
     if bar is not None:
         bar.close()
     return done
+
+
+def _inspector_line(event) -> str:
+    return (f"inspector accuracy {float(event.accuracy):.3f} (real {float(event.accuracy_real):.3f}, "
+            f"synthetic {float(event.accuracy_synthetic):.3f}; 0.5 = indistinguishable)")
 
 
 def _finish(done, run_dir: Path) -> int:
@@ -365,7 +377,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from .events import DoneEvent, StepEvent, ValidationEvent
+    from .events import DoneEvent, InspectorEvent, StepEvent, ValidationEvent
     from .runs import ENDED, RunReader
 
     reader = RunReader(args.run_dir)
@@ -382,6 +394,8 @@ def cmd_watch(args) -> int:
                           + f" {_format_theta(e.theta)} {float(e.it_per_s):.2f} it/s")
                 elif isinstance(e, ValidationEvent):
                     print(f"step {e.step}: validation Dice {float(e.mean_dice):.4f}")
+                elif isinstance(e, InspectorEvent):
+                    print(f"step {e.step}: {_inspector_line(e)}")
                 elif isinstance(e, DoneEvent):
                     print(f"done ({e.reason}) at step {e.step} {e.message}")
             except (TypeError, ValueError, AttributeError):

@@ -38,10 +38,10 @@ from .config_limits import (
 )
 from .errors import ConfigError
 
-__all__ = ["AugmentationConfig", "Config", "DataConfig", "FieldSpec", "NetworkConfig", "RecoveryConfig",
-           "SynthesisConfig", "TrainingConfig", "apply_overrides", "check_data_present", "config_fields", "field_spec",
-           "read_config_file", "setting", "validate"]
-__all__ += ["SelfTrainingConfig", "self_training_enabled"]
+__all__ = ["AugmentationConfig", "Config", "DataConfig", "FieldSpec", "InspectorConfig", "NetworkConfig",
+           "RecoveryConfig", "SelfTrainingConfig", "SynthesisConfig", "TrainingConfig", "apply_overrides",
+           "check_data_present", "config_fields", "field_spec", "read_config_file", "self_training_enabled",
+           "setting", "validate"]
 
 
 def setting(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
@@ -354,6 +354,32 @@ class SelfTrainingConfig:
 
 
 @dataclass
+class InspectorConfig:
+    """The Inspector (SynthMix Sec. 2.3): a patch classifier trained alongside any method on real vs
+    synthetic patches, a live map of where synthetic images still differ from real ones. It never
+    trains the segmenter or theta; resuming a run restarts it."""
+
+    enabled: bool = setting(False)
+    """Train the Inspector and report its accuracy and map (needs real images: real pairs or recovery)."""
+    grid: int = setting(8, ge=2, le=64)
+    """k: the Inspector judges a k x k grid of patches (k^3 in 3D; SynthMix found k = 8 best)."""
+    update_every: int = setting(1, ge=1)
+    """One Inspector update every k training iterations."""
+    lr: float = setting(1e-3, gt=0)
+    """Learning rate of the Inspector's Adam optimiser."""
+    widths: list[int] = setting([8, 16, 32], ge=1, le=MAX_WIDTH, min_length=1)
+    """Channels of the Inspector's encoder levels (each level after the first halves the grid)."""
+    mix_ratio: float = setting(0.5, gt=0, lt=1)
+    """Probability that a cell of the random k x k mask takes the synthetic image in the unaligned
+    mixes of eq. 2."""
+    eval_every: int = setting(100, ge=1)
+    """Accuracy and map on the fixed evaluation set every k iterations (and at the end)."""
+    eval_batches: int = setting(2, ge=1, le=64)
+    """Batches of synthetic images (``data.batch_size`` each, drawn once) evaluated against the
+    validation images."""
+
+
+@dataclass
 class Config:
     """A whole training configuration: seven sections, every setting with a default."""
 
@@ -364,6 +390,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
+    inspector: InspectorConfig = field(default_factory=InspectorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -705,6 +732,10 @@ def check_data_present(cfg: Config) -> None:
     if method in REAL_PAIR_METHODS and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")
+    if cfg.inspector.enabled and not cfg.recovery.enabled:
+        _require(bool(d.real_images) and bool(d.real_labels), "inspector.enabled",
+                 f"the Inspector compares real and synthetic images, and this {method} run has no real "
+                 f"images: list data.real_images and data.real_labels, or turn inspector.enabled off")
 
 
 def self_training_enabled(cfg: Config) -> bool:

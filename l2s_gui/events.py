@@ -128,10 +128,36 @@ class RoundEvent(Event):
     stop: str = ""
 
 
+@dataclass
+class InspectorEvent(Event):
+    """The Inspector's evaluation (:mod:`l2s_gui.inspector_run`): balanced patch-wise accuracy on the
+    validation images vs a fixed set of synthetic images (0.5 = indistinguishable) and its real and
+    synthetic parts, the BCE ``loss`` on that set, ``updates`` done so far, and ``map``: P(real) of
+    each of the grid x grid patches of the real preview image (near 1: synthetic images still differ
+    from real ones there), whose grid is ``preview_shape``. The map is stored next to the previews,
+    not in metrics.jsonl (events read from it have ``map`` None)."""
+
+    kind: ClassVar[str] = "inspector"
+    step: int
+    accuracy: float
+    accuracy_real: float
+    accuracy_synthetic: float
+    loss: float
+    grid: int
+    updates: int = 0
+    map: np.ndarray | None = field(default=None, repr=False)
+    preview_shape: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.pop("map", None)
+        return out
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (StartEvent, StepEvent, ValidationEvent, PreviewEvent, CheckpointEvent, LogEvent, DoneEvent,
-                RoundEvent)
+                RoundEvent, InspectorEvent)
 }
 
 

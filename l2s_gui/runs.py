@@ -7,6 +7,7 @@ Layout::
     state.json            {"status", "step", "total_steps", "pid", "device", "message", "updated"}
     metrics.jsonl         one JSON event per line (start, step, validation, checkpoint, log, done)
     previews/latest.npz   arrays of the latest preview event (+ "step")
+    previews/inspector.npz  the latest Inspector map (+ "step", "preview_shape"); its scalars are in metrics
     checkpoints/step_NNNNNNN/{state.safetensors, state.json}   written atomically
     model.safetensors     exported model (weights + config + label table), updated at checkpoints
     control.json          {"command": "pause" | "resume" | "stop"}, written by a controller
@@ -40,7 +41,7 @@ import numpy as np
 from .atomic import atomic_write_bytes, atomic_write_text, dir_mode, file_mode, is_temporary_name
 from .config import Config
 from .errors import InputError, OutputError, OutputExistsError, write_error
-from .events import EVENT_TYPES, Event, PreviewEvent, StepEvent
+from .events import EVENT_TYPES, Event, InspectorEvent, PreviewEvent, StepEvent
 
 CONTROL_COMMANDS = ("pause", "resume", "stop")
 ACTIVE = ("running", "paused")
@@ -50,6 +51,8 @@ LOCK_NAME = "run.lock"
 CONFIG_NAME, STATE_NAME, METRICS_NAME, CONTROL_NAME = "config.yaml", "state.json", "metrics.jsonl", "control.json"
 MODEL_NAME, MODEL_JSON_NAME, ERROR_LOG_NAME = "model.safetensors", "model.json", "error.log"
 PREVIEWS_DIR, PREVIEW_NAME, CHECKPOINTS_DIR = "previews", "latest.npz", "checkpoints"
+INSPECTOR_NAME = "inspector.npz"
+"""The latest Inspector map, in ``previews/`` (:class:`~l2s_gui.events.InspectorEvent`)."""
 INPUTS_DIR = "inputs"
 """Where a controller (the GUI) writes the inputs of a run it starts (layers as NIfTI, the config)
 before the trainer creates the run folder around them."""
@@ -86,6 +89,10 @@ class RunFolder:
     @property
     def preview_path(self) -> Path:
         return self.path / PREVIEWS_DIR / PREVIEW_NAME
+
+    @property
+    def inspector_path(self) -> Path:
+        return self.path / PREVIEWS_DIR / INSPECTOR_NAME
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -277,6 +284,8 @@ class RunFolder:
         if isinstance(event, PreviewEvent):
             self.write_preview(event)
             return
+        if isinstance(event, InspectorEvent) and event.map is not None:
+            self.write_inspector_map(event)
         line = json.dumps(event.to_json(), default=_json_default) + "\n"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -299,6 +308,19 @@ class RunFolder:
             return None
         step = arrays.pop("step")
         return PreviewEvent(step=step, **{k: arrays[k] for k in PREVIEW_KEYS})
+
+    def write_inspector_map(self, event: InspectorEvent) -> None:
+        """previews/inspector.npz: the event's map, step and preview grid (replaced atomically)."""
+        import io
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, step=np.int64(event.step), map=np.asarray(event.map, np.float32),
+                            preview_shape=np.asarray(event.preview_shape, np.int64))
+        atomic_write_bytes(self.inspector_path, buffer.getvalue())
+
+    def read_inspector_map(self) -> Optional[dict[str, Any]]:
+        """The latest Inspector map (:func:`load_inspector_arrays`), or None."""
+        return load_inspector_arrays(self.inspector_path)
 
     def read_events(self, offset: int = 0) -> tuple[list[Event], int]:
         """Events appended since byte ``offset`` and the new offset (only whole lines are read)."""
@@ -494,6 +516,7 @@ class RunReader:
         self.offset = 0
         self._state_key: Optional[tuple[int, int, int]] = None
         self._preview_key: Optional[tuple[int, int, int]] = None
+        self._inspector_key: Optional[tuple[int, int, int]] = None
         self._metrics_inode: Optional[int] = None
 
     @property
@@ -556,6 +579,16 @@ class RunReader:
         if arrays is None:
             return None  # replaced under us (next call) or damaged
         self._preview_key = key
+        return arrays
+
+    def inspector_map_if_changed(self) -> Optional[dict[str, Any]]:
+        """The latest Inspector map (:func:`load_inspector_arrays`) when its file changed, else None."""
+        key = _stat_key(self.run.inspector_path)
+        if key is None or key == self._inspector_key:
+            return None
+        arrays = load_inspector_arrays(self.run.inspector_path)
+        if arrays is not None:
+            self._inspector_key = key
         return arrays
 
     def send_control(self, command: str) -> None:
@@ -694,8 +727,9 @@ def sanitize_state(state: Any) -> dict[str, Any]:
 
 
 _EVENT_NUMBERS = {"step": ("loss_synth", "loss_real", "it_per_s", "elapsed_s"), "validation": ("mean_dice",),
-                  "round": ("mean_dice", "change", "kept_fraction")}
-_EVENT_INTS = {"start": ("total_steps", "n_classes"), "round": ("round",)}
+                  "round": ("mean_dice", "change", "kept_fraction"),
+                  "inspector": ("accuracy", "accuracy_real", "accuracy_synthetic", "loss")}
+_EVENT_INTS = {"start": ("total_steps", "n_classes"), "round": ("round",), "inspector": ("grid", "updates")}
 _EVENT_STRINGS = {"start": ("device", "method"), "log": ("level", "message"), "done": ("reason", "message"),
                   "checkpoint": ("path",), "round": ("stop",)}
 
@@ -724,6 +758,10 @@ def sanitize_event_json(item: Any) -> Optional[dict[str, Any]]:
             del out[key]
     if kind == "done" and "model_path" in out and not (out["model_path"] is None or isinstance(out["model_path"], str)):
         del out["model_path"]
+    if kind == "inspector":
+        out.pop("map", None)  # arrays live in previews/inspector.npz
+        if "preview_shape" in out and not _int_list(out["preview_shape"]):
+            del out["preview_shape"]
     if kind == "start" and "label_values" in out:
         values = out["label_values"]
         if not isinstance(values, list) or any(_as_int(v) is None for v in values):
@@ -741,6 +779,10 @@ def sanitize_event_json(item: Any) -> Optional[dict[str, Any]]:
         elif not all(_as_float(v) is not None for v in dice.values()):
             out["dice"] = {str(k): v for k, v in dice.items() if _as_float(v) is not None}
     return out
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_as_int(v) is not None and v > 0 for v in value)
 
 
 def _theta_value_ok(value: Any) -> bool:
@@ -778,6 +820,26 @@ def load_preview_arrays(path: Path) -> Optional[dict[str, Any]]:
     except Exception:  # noqa: BLE001 - zip/zlib/npy raise many types for a damaged file
         return None
     return sanitize_preview(arrays)
+
+
+def load_inspector_arrays(path: Path) -> Optional[dict[str, Any]]:
+    """{"step": int, "map": 2D float array in [0, 1], "preview_shape": [h, w] or []} of a
+    previews/inspector.npz, or None when it is missing, being replaced or damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            step, patch_map = np.array(data["step"]), np.array(data["map"])
+            shape = np.array(data["preview_shape"]) if "preview_shape" in data.files else np.zeros(0, np.int64)
+    except Exception:  # noqa: BLE001 - zip/zlib/npy raise many types for a damaged file
+        return None
+    if step.ndim != 0 or not np.issubdtype(step.dtype, np.integer) or int(step) < 0:
+        return None
+    if (patch_map.dtype.kind != "f" or patch_map.ndim != 2 or patch_map.size == 0
+            or patch_map.size > MAX_PREVIEW_VOXELS or not np.all(np.isfinite(patch_map))):
+        return None
+    if shape.ndim != 1 or shape.dtype.kind not in "iu" or shape.size not in (0, 2) or np.any(shape <= 0):
+        shape = np.zeros(0, np.int64)
+    return {"step": int(step), "map": np.clip(patch_map, 0.0, 1.0).astype(np.float32),
+            "preview_shape": [int(v) for v in shape]}
 
 
 def _json_default(value: Any) -> Any:

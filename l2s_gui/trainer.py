@@ -194,6 +194,15 @@ class Trainer:
         self.on_step = on_step
         self.loss_fn = loss_fn or soft_dice_loss
         self.mix = mix or self.mix_batch
+        self.inspector = self._build_inspector()
+
+    def _build_inspector(self):
+        """The Inspector (config ``inspector``; rank 0 only), or None: :mod:`l2s_gui.inspector_run`."""
+        if not self.cfg.inspector.enabled or self.rank != 0:
+            return None
+        from .inspector_run import TrainingInspector
+
+        return TrainingInspector(self)
 
     # control
     def request_stop(self) -> None:
@@ -558,6 +567,8 @@ class Trainer:
                 self.step += 1
                 if self.on_step is not None:
                     self.on_step(self, loss_synth, loss_real)
+                if self.inspector is not None:
+                    self.inspector.after_step(self)
                 duration = time.perf_counter() - start
                 self.elapsed += duration
                 times.append(duration)
@@ -569,6 +580,8 @@ class Trainer:
                     yield from self._emit(self.preview())
                 if self.step % t.val_every == 0 or self.step == total:
                     yield from self._emit(self.validate())
+                if self.inspector is not None and self.inspector.due(self.step, total):
+                    yield from self._emit(self.inspector.event(self))
                 if self.step % t.checkpoint_every == 0 and self.step != total:
                     yield from self._emit(self.save_checkpoint())
                     self._write_state("running")

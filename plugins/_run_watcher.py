@@ -22,6 +22,7 @@ class RunWatcher(QObject):
     state_changed = Signal(dict)
     events_arrived = Signal(list)
     preview_arrived = Signal(dict)
+    inspector_arrived = Signal(dict)
     restarted = Signal()
 
     def __init__(self, parent: QObject | None = None, interval_ms: int = 1000, preview_interval_ms: int = 2000):
@@ -69,5 +70,9 @@ class RunWatcher(QObject):
         if preview is not None:
             self._since_preview.start()
             self.preview_arrived.emit(preview)
+        if due or not self._timer.isActive():
+            inspector_map = reader.inspector_map_if_changed()
+            if inspector_map is not None:
+                self.inspector_arrived.emit(inspector_map)
         if reader.more_events_pending() and self._timer.isActive():
             QTimer.singleShot(0, self.poll)  # catch up on a long past run without blocking

@@ -25,8 +25,10 @@ REPORTING_KEYS = ["training.preview_every", "training.val_every", "training.chec
 WARM_START_KEYS = ["training.init_from", "training.init_theta_from"]
 DATA_KEYS = ["data.val_fraction", "data.label_table"]
 SYNTHMIX_KEYS = ["training.synthmix_fraction", "training.synthmix_grid", "training.synthmix_ratio"]
+INSPECTOR_KEYS = ["inspector.enabled", "inspector.grid", "inspector.update_every", "inspector.eval_every",
+                  "inspector.lr", "inspector.widths", "inspector.mix_ratio", "inspector.eval_batches"]
 FORM_KEYS = (AUGMENTATION_KEYS + SAMPLE_KEYS + NETWORK_KEYS + OPTIMISATION_KEYS + ADVANCED_KEYS + REPORTING_KEYS
-             + SYNTHMIX_KEYS)
+             + SYNTHMIX_KEYS + INSPECTOR_KEYS)
 
 
 def build_form() -> ConfigForm:
@@ -121,6 +123,7 @@ class TrainingTab(QWidget):
         layout.addWidget(_group("Start from a model (warm start)", form, WARM_START_KEYS))
         layout.addWidget(_collapsible("Hypergradient, seed and precision", form, ADVANCED_KEYS))
         layout.addWidget(_collapsible("Reporting", form, REPORTING_KEYS))
+        layout.addWidget(_collapsible("Inspector: live domain-gap map", form, INSPECTOR_KEYS))
         self.buttons_layout = QVBoxLayout()
         layout.addLayout(self.buttons_layout)
         layout.addStretch(1)
@@ -132,3 +135,11 @@ class TrainingTab(QWidget):
 
             form[schedule].currentIndexChanged.connect(follow)
             follow()
+
+        def inspector_fields(*_args):
+            on = form["inspector.enabled"].isChecked()
+            for key in INSPECTOR_KEYS[1:]:
+                form[key].setEnabled(on)
+
+        form["inspector.enabled"].toggled.connect(inspector_fields)
+        inspector_fields()

@@ -1,4 +1,5 @@
-"""Live training plots (pyqtgraph): theta (sigma, c_1..c_K), synthetic/real loss, validation Dice.
+"""Live training plots (pyqtgraph): theta (sigma, c_1..c_K), synthetic/real loss, validation Dice,
+and, for runs with the Inspector, its accuracy (with the 0.5 line: indistinguishable).
 
 Colours follow the napari theme (background, text, accent) and change with it.
 """
@@ -72,6 +73,8 @@ class TrainingPlots(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
+        self.chance_line = None
+        self.inspector_plot = None  # added with the first Inspector event (runs without it keep three plots)
         self.theta_plot = self.graphics.addPlot(title="augmentation θ")
         self.loss_plot = self.graphics.addPlot(title="loss (soft Dice)")
         self.dice_plot = self.graphics.addPlot(title="validation Dice")
@@ -97,11 +100,31 @@ class TrainingPlots(QWidget):
 
     @property
     def plots(self):
-        return (self.theta_plot, self.loss_plot, self.dice_plot)
+        base = (self.theta_plot, self.loss_plot, self.dice_plot)
+        return base if self.inspector_plot is None else base + (self.inspector_plot,)
+
+    def _ensure_inspector_plot(self):
+        """The Inspector's accuracy plot (0-1, a dashed line at 0.5 = indistinguishable)."""
+        if self.inspector_plot is None:
+            plot = self.inspector_plot = self.graphics.addPlot(title="inspector accuracy")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setLabel("bottom", "step")
+            plot.addLegend(offset=(-4, 4), labelTextSize="8pt")
+            plot.setYRange(0, 1, padding=0.02)
+            self.chance_line = pg.InfiniteLine(pos=0.5, angle=0, movable=False,
+                                               pen=pg.mkPen(self._colors["grid"], width=1,
+                                                            style=pg.QtCore.Qt.PenStyle.DashLine))
+            plot.addItem(self.chance_line)
+            self.set_theme_colors()
+        return self.inspector_plot
 
     # theme
     def set_theme(self, theme: str) -> None:
-        self._colors = c = theme_colors(theme)
+        self._colors = theme_colors(theme)
+        self.set_theme_colors()
+
+    def set_theme_colors(self) -> None:
+        c = self._colors
         self.graphics.setBackground(c["background"])
         for plot in self.plots:
             plot.titleLabel.setText(plot.titleLabel.text, color=c["text"], size="9pt")
@@ -117,7 +140,8 @@ class TrainingPlots(QWidget):
 
     def _pen(self, key: str):
         fixed = {"sigma": self._colors["warning"], "loss_synth": PALETTE[0], "loss_real": PALETTE[1],
-                 "mean_dice": self._colors["text"]}
+                 "mean_dice": self._colors["text"], "inspector_accuracy": self._colors["text"],
+                 "inspector_real": PALETTE[2], "inspector_synthetic": PALETTE[3]}
         if key in fixed:
             return pg.mkPen(fixed[key], width=2)
         if key.startswith("c_"):
@@ -137,6 +161,9 @@ class TrainingPlots(QWidget):
         self.series.clear()
         self.curves.clear()
         self.rounds.clear()
+        if self.inspector_plot is not None:  # a restarted or other run may have no Inspector
+            self.graphics.removeItem(self.inspector_plot)
+            self.inspector_plot = None
 
     def _add(self, key: str, x: float, y: Any) -> None:
         self.series.setdefault(key, _Series()).add(x, y)
@@ -154,7 +181,7 @@ class TrainingPlots(QWidget):
                 self._flush()  # draw now, then at most once per interval
 
     def _add_event(self, e) -> bool:
-        from l2s_gui.events import RoundEvent, StepEvent, ValidationEvent
+        from l2s_gui.events import InspectorEvent, RoundEvent, StepEvent, ValidationEvent
 
         if isinstance(e, RoundEvent):  # self-training: one marker per round on the Dice plot
             self._add("round_dice", e.step, e.mean_dice)
@@ -177,6 +204,11 @@ class TrainingPlots(QWidget):
             for label, value in (e.dice or {}).items():
                 self._add(f"dice_{label}", step, value)
             return True
+        if isinstance(e, InspectorEvent):
+            self._add("inspector_accuracy", step, e.accuracy)
+            self._add("inspector_real", step, e.accuracy_real)
+            self._add("inspector_synthetic", step, e.accuracy_synthetic)
+            return True
         return False
 
     def _flush(self) -> None:
@@ -192,6 +224,8 @@ class TrainingPlots(QWidget):
         self._flush()
 
     def _plot_for(self, key: str):
+        if key.startswith("inspector"):
+            return self._ensure_inspector_plot()
         if key.startswith("loss"):
             return self.loss_plot
         if key.startswith("dice") or key in ("mean_dice", "round_dice"):
@@ -200,7 +234,9 @@ class TrainingPlots(QWidget):
 
     def _legend_name(self, key: str) -> str:
         names = {"loss_synth": "synthetic", "loss_real": "real", "mean_dice": "mean", "sigma": "σ",
-                 "round_dice": "rounds"}
+                 "round_dice": "rounds",
+                 "inspector_accuracy": "accuracy", "inspector_real": "real patches",
+                 "inspector_synthetic": "synthetic patches"}
         if key in names:
             return names[key]
         if key.startswith("dice_"):

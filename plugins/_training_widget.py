@@ -50,6 +50,7 @@ from ._form_widgets import (
     set_enabled,
 )
 from ._inspect_tab import InspectTab
+from ._inspector_layer import InspectorLayer
 from ._preview_layers import PreviewLayers
 from ._run_status import run_status_for
 from ._run_watcher import RunWatcher
@@ -138,6 +139,8 @@ class TrainingWidget(QWidget):
         self.watcher.preview_arrived.connect(self._on_preview)
         self.watcher.restarted.connect(self._on_restarted)
         self.previews = PreviewLayers(napari_viewer, rotate=True)
+        self.inspector_layer = InspectorLayer(napari_viewer, self.previews)
+        self.watcher.inspector_arrived.connect(self._on_inspector_map)
         self.plots: TrainingPlots | None = None
         self._plots_dock = None
         self.state: dict[str, Any] = {}
@@ -593,6 +596,16 @@ class TrainingWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - a bad preview must not break the watcher
             _notify.notify_warning(f"could not show the preview: {_notify.error_text(exc)}")
         self.inspect.set_preview(arrays)
+        self._show_inspector_map(self.inspector_layer.refresh)  # a map waiting for its tile
+
+    def _on_inspector_map(self, arrays: dict[str, Any]) -> None:
+        self._show_inspector_map(lambda: self.inspector_layer.update(arrays))
+
+    def _show_inspector_map(self, show) -> None:
+        try:
+            show()
+        except Exception as exc:  # noqa: BLE001 - a bad map must not break the watcher
+            _notify.notify_warning(f"could not show the inspector map: {_notify.error_text(exc)}")
 
     def _on_process_finished(self, code: int, tail: str) -> None:
         self.watcher.poll()  # read what the process wrote last (final state, done event) first

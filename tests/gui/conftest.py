@@ -23,7 +23,7 @@ if NO_GUI:
     collect_ignore_glob = ["test_gui_io.py", "test_gui_sample.py", "test_gui_training.py", "test_gui_segment.py",
                            "test_gui_watch.py", "test_gui_inspect.py", "test_gui_damaged.py",
                            "test_gui_first_run.py", "test_gui_config_form.py", "test_gui_synthmix.py",
-                           "test_gui_self_training.py"]
+                           "test_gui_self_training.py", "test_gui_inspector.py"]
 
 
 def pytest_collection_modifyitems(config, items):
