@@ -27,11 +27,12 @@ import torch
 import yaml
 from torch import Tensor
 
-from l2s_gui.config import Config, DataConfig, RecoveryConfig
+from l2s_gui.config import Config, DataConfig, RecoveryConfig, self_training_enabled
 from l2s_gui.data import TrainingData
-from l2s_gui.events import StepEvent, ValidationEvent
+from l2s_gui.events import RoundEvent, StepEvent, ValidationEvent
 from l2s_gui.losses import hard_dice
 from l2s_gui.recovery_corruption import PresetCorruption
+from l2s_gui.self_training import SelfTraining
 from l2s_gui.synthesis import build_generator
 from l2s_gui.trainer import Trainer
 
@@ -172,6 +173,17 @@ def _flatten_theta(theta: dict) -> dict[str, float]:
     return out
 
 
+def _synthetic_unlabelled(cfg: Config, spec: dict | None) -> list[Tensor] | None:
+    """Unlabelled "real" images for self-training in recovery mode: ``spec['images']`` synthetic 2D
+    images of the training maps with the preset corruption, their labels dropped (None: no spec)."""
+    if not spec:
+        return None
+    sets, _ = build_test_sets(cfg, list(cfg.data.label_maps), [spec["preset"]], int(spec["images"]),
+                              int(spec["seed"]), torch.device("cpu"))
+    x, _labels = next(iter(sets.values()))
+    return [img[0] for img in x]
+
+
 def run_folder(spec: dict, runs_dir: str | Path) -> Path:
     return Path(runs_dir) / spec_id(spec)
 
@@ -197,15 +209,26 @@ def train_run(spec: dict, runs_dir: str, threads: int = 0) -> dict:
 
 def _train_run(spec: dict, folder: Path) -> dict:
     cfg = Config.from_dict(spec["config"])
-    trainer = Trainer(cfg)
+    self_training = None
+    if self_training_enabled(cfg) or spec.get("unlabelled_synthetic"):
+        unlabelled = _synthetic_unlabelled(cfg, spec.get("unlabelled_synthetic"))
+        self_training = SelfTraining(cfg, unlabelled_images=unlabelled)
+        trainer, events = self_training.teacher, self_training.run()
+    else:
+        trainer = Trainer(cfg)
+        events = trainer.run()
     device = trainer.device
     t = cfg.training
     history: list[dict] = []
     validation: list[dict] = []
     inspector: list = []
     start = time.perf_counter()
-    for ev in trainer.run():
-        if isinstance(ev, StepEvent):
+    rounds: list[dict] = []
+    for ev in events:
+        if isinstance(ev, RoundEvent):
+            rounds.append({"round": ev.round, "mean_dice": ev.mean_dice, "change": ev.change,
+                           "kept_fraction": ev.kept_fraction, "stop": ev.stop})
+        elif isinstance(ev, StepEvent):
             row = {"step": ev.step, "loss_synth": ev.loss_synth,
                    "loss_real": "" if ev.loss_real is None else ev.loss_real}
             row.update(_flatten_theta({k: v for k, v in ev.theta.items() if k in ("sigma", "c")}))
@@ -218,6 +241,8 @@ def _train_run(spec: dict, folder: Path) -> dict:
         elif getattr(ev, "kind", "") == "done" and ev.reason != "finished":
             raise RuntimeError(f"run {spec['name']} ended with {ev.reason}: {ev.message}")
     wall = time.perf_counter() - start
+    if self_training is not None:
+        trainer = self_training.current   # the last round's network
 
     # learned theta: the final value and the mean over the last tail_fraction of the hyper-steps
     keys = [k for k in history[-1] if k not in ("step", "loss_synth", "loss_real")] if history else []
@@ -244,7 +269,8 @@ def _train_run(spec: dict, folder: Path) -> dict:
               "last_val_dice": validation[-1]["mean_dice"] if validation else None,
               "last_val_per_class": {k[5:]: v for k, v in validation[-1].items() if k.startswith("dice_")}
               if validation else {},
-              "inspector_accuracy": float(inspector[-1].accuracy) if inspector else None}
+              "inspector_accuracy": float(inspector[-1].accuracy) if inspector else None,
+              "rounds": rounds}
     tmp = folder / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, folder / "result.json")

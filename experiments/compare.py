@@ -63,8 +63,12 @@ METHODS: dict[str, tuple[str, dict]] = {
     "l2s_gba": ("Learn2Synth + GBA contrast", {
         "training": {"method": "learn2synth"},
         "synthesis": {"contrast_blend_probability": 0.5}}),
+    "l2s_self": ("Learn2Synth + self-training", {
+        "training": {"method": "learn2synth"},
+        "self_training": {"rounds": 2, "steps": 100}}),   # after the method's steps: 2 rounds of 100
 }
-INSPECTOR: dict = {}
+INSPECTOR = {"inspector": {"enabled": True}}
+UNLABELLED_IMAGES = 64   # recovery setting: corrupted images of the training maps, labels dropped
 
 
 def _recovery_specs(args, methods: list[str]) -> tuple[list[Task], dict]:
@@ -95,6 +99,9 @@ def _recovery_specs(args, methods: list[str]) -> tuple[list[Task], dict]:
             spec = {"name": f"cmp_rec_{m}_s{seed}", "label": f"{label} s{seed}", "role": "C", "method": m,
                     "preset": preset, "config": cfg, "test": _test_spec(exp, data, [preset]),
                     "tail_fraction": 0.25}
+            if "self_training" in over:
+                spec["unlabelled_synthetic"] = {"preset": {k: preset[k] for k in ("name", "sigma", "inu_c")},
+                                                "images": UNLABELLED_IMAGES, "seed": 4242 + seed}
             tasks.append(Task(f"{m}{seed}", [f"B{seed}"], (lambda s: lambda _r: s)(spec)))
     info = {"setting": "recovery", "preset": {k: preset[k] for k in ("name", "sigma", "inu_c")},
             "steps": int(exp["finetune"]["steps"]), "data": f"{len(data['train'])} training maps, "
@@ -126,8 +133,10 @@ def _mni152_specs(args, methods: list[str]) -> tuple[list[Task], dict]:
         for m in methods:
             label, over = METHODS[m]
             cfg = deep_merge(deep_merge(deep_merge(demo, {"training": {"seed": seed}}), over), INSPECTOR)
+            if "self_training" in over:
+                cfg["data"]["unlabelled_images"] = [str(unlabelled)]
             spec = {"name": f"cmp_mni_{m}_s{seed}", "label": f"{label} s{seed}", "role": "C", "method": m,
-                    "config": cfg, "test": None, "unlabelled": str(unlabelled)}
+                    "config": cfg, "test": None}
             tasks.append(Task(f"{m}{seed}", [], (lambda s: lambda _r: s)(spec)))
     info = {"setting": "mni152", "steps": int(demo["training"]["steps"]),
             "data": "the MNI152 2009 T1 template at 2 mm and two deformed copies with their labels "

@@ -95,6 +95,10 @@ class TrainingInspector:
                         maps = trainer.data.sample_generation_batch(batch, self._gen_data, trainer.device)
                         x, _y = trainer.synth(maps, self._gen_device)
                         draws.append(trainer.aug.sample(x, self._gen_device))
+                    elif trainer.corruption is not None:  # recovery mode: the preset-corrupted training pairs
+                        maps = trainer.data.sample_generation_batch(batch, self._gen_data, trainer.device)
+                        x, _y = trainer.synth(maps, self._gen_device)
+                        x = trainer.corruption(x, self._gen_device)
                     else:
                         x, _y = trainer.data.sample_real_batch(batch, self._gen_data, trainer.device)
                     images.append(x)

@@ -155,6 +155,8 @@ class SelfTraining:
         self.scans = in_memory_scans(unlabelled_images, config) if unlabelled_images is not None \
             else load_unlabelled_scans(config)
         self.teacher = Trainer(config, run=run, resume=resume, control=control)
+        self.current = self.teacher
+        """The latest round's trainer (its network is the run's model)."""
         if resume:
             check_resumable(config, self.teacher.step)
         if self.teacher.validation_set() is None:
@@ -288,7 +290,7 @@ class SelfTraining:
             self.history.append(event)
             yield from self._emit(event)
             why = event.stop
-            teacher = student
+            teacher = self.current = student
         yield from self._emit(LogEvent(step=teacher.step, level="info",
                                        message=f"self-training ends after round {event.round} ({why}); the model "
                                                f"is round {event.round}'s network"))

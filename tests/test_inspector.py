@@ -209,3 +209,21 @@ def test_refused_without_real_images_unless_recovery(dataset):
                                    recovery={"enabled": True}))
     check_data_present(make_config(dataset, "synthseg", data={"real_images": [], "real_labels": []},
                                    inspector={"enabled": False}))
+
+
+@pytest.mark.parametrize("method", ["finetuned", "supervised"])
+def test_real_pair_methods_in_recovery_mode_report_inspector_events(dataset, tmp_path, method):
+    """Recovery mode has no real files: the 'synthetic' side of finetuned / supervised is the
+    preset-corrupted training pairs, drawn from the Inspector's own generators."""
+    extra = {}
+    if method == "finetuned":
+        start = Trainer(make_config(dataset, "supervised", inspector={"enabled": False}))
+        start.export(tmp_path / "start.safetensors")
+        extra = {"init_from": str(tmp_path / "start.safetensors")}
+    cfg = make_config(dataset, method, data={"real_images": [], "real_labels": [], "batch_size": 4},
+                      recovery={"enabled": True, "sigma": 0.1, "val_batches": 1}, training=extra)
+    trainer = Trainer(cfg)
+    events = [e for e in trainer.run() if isinstance(e, InspectorEvent)]
+    assert events and all(0 <= e.accuracy <= 1 for e in events)
+    x = trainer.inspector.evaluation_synthetic(trainer)
+    assert x.shape[0] == cfg.inspector.eval_batches * 4 and len(torch.unique(x.flatten(1), dim=0)) > 1
