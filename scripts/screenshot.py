@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--theme", default="dark")
     p.add_argument("--timeout-min", type=float, default=60, help="give up on the training after this long")
     p.add_argument("--live", action="store_true", help="save the window during training, then stop it")
+    p.add_argument("--inspector", action="store_true",
+                   help="train the Inspector too and show its map over the real preview (with --live: once it is there)")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -87,6 +89,9 @@ def main(argv=None) -> int:
     form["training.val_every"].setValue(25)
     form["training.checkpoint_every"].setValue(max(10, args.steps // 2))
     widget.device_combo.setCurrentText("cpu")
+    if args.inspector:
+        form["inspector.enabled"].setChecked(True)
+        form["inspector.eval_every"].setValue(10)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="l2s_screenshot_")) / "run"
     widget.run_edit.setText(str(run_dir))
     widget.tabs.setCurrentIndex(1)  # show the augmentation settings
@@ -100,6 +105,8 @@ def main(argv=None) -> int:
         wait_until(lambda: widget.plots is not None and len(widget.plots.series.get("loss_synth", ())
                                                             .x if "loss_synth" in widget.plots.series else []) > 5,
                    600, "the first losses")
+        if args.inspector:
+            wait_until(lambda: find_role(viewer, "preview_inspector") is not None, 600, "the Inspector's map")
         widget.plots.flush()
         save_window(viewer, Path(args.out), settle_s=2.0)
         widget.shutdown()
