@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     p.add_argument("--timeout-min", type=float, default=60, help="give up on the training after this long")
     p.add_argument("--live", action="store_true", help="save the window during training, then stop it")
     p.add_argument("--inspector", action="store_true",
-                   help="train the Inspector too and show its map over the real preview (with --live: once it is there)")
+                   help="train the Inspector too and show its map over the real preview")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
