@@ -38,6 +38,7 @@ from ._sample_data import SAMPLE_KEY
 
 SELF_TRAINING_KEYS = ["self_training.rounds", "self_training.confidence", "self_training.tolerance",
                       "self_training.steps", "self_training.pseudo_fraction", "self_training.student_init"]
+VOLUME_FILTER = "Volumes (*.nii *.nii.gz *.mgz *.mgh)"
 Entry = tuple[str, Any]
 """("layer", layer name) or ("path", "/a/file/or/folder")."""
 
@@ -141,14 +142,10 @@ class DataTab(QWidget):
         return box
 
     def _add_unlabelled_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Unlabelled scans", "", "Volumes (*.nii *.nii.gz *.mgz *.mgh)")
-        for p in paths:
-            self.unlabelled_list.add_path(p)
+        self._add_files_to(self.unlabelled_list, "Unlabelled scans")
 
     def _add_unlabelled_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder of unlabelled scans")
-        if path:
-            self.unlabelled_list.add_path(path)
+        self._add_folder_to(self.unlabelled_list, "Folder of unlabelled scans")
 
     def unlabelled_sources(self) -> list:
         """The checked unlabelled scans for :func:`l2s_gui.run_inputs.prepare_run_inputs`: layers as
@@ -156,15 +153,23 @@ class DataTab(QWidget):
         return [layer_volume(item) if kind == "layer" else item for kind, item in self.unlabelled_list.sources()]
 
     # ------------------------------------------------------------------------------------ entries
-    def _add_synth_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(self, "Label maps", "", "Volumes (*.nii *.nii.gz *.mgz *.mgh)")
+    def _add_files_to(self, target: SourceList, title: str) -> None:
+        """Volume files chosen in a file dialog titled ``title``, added to ``target``."""
+        paths, _ = QFileDialog.getOpenFileNames(self, title, "", VOLUME_FILTER)
         for p in paths:
-            self.synth_list.add_path(p)
+            target.add_path(p)
+
+    def _add_folder_to(self, target: SourceList, title: str) -> None:
+        """A folder chosen in a dialog titled ``title``, added to ``target``."""
+        path = QFileDialog.getExistingDirectory(self, title)
+        if path:
+            target.add_path(path)
+
+    def _add_synth_files(self) -> None:
+        self._add_files_to(self.synth_list, "Label maps")
 
     def _add_synth_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Folder of label maps")
-        if path:
-            self.synth_list.add_path(path)
+        self._add_folder_to(self.synth_list, "Folder of label maps")
 
     def add_pair(self, scan: Any, labels: Any) -> None:
         """Add a real (scan, labels) pair: layers or paths (files or folders)."""

@@ -123,7 +123,7 @@ class PreviewLayers:
         tile_titles(self.viewer, "preview_titles", points, [title for _r, title, _c in TILES])
 
     def _show_step(self) -> None:
-        overlay = getattr(self.viewer, "text_overlay", None)
+        overlay = _text_overlay(self.viewer)
         if overlay is not None and self.step is not None:
             overlay.text = f"Learn2Synth preview · step {self.step}"
             if not overlay.visible:
@@ -137,3 +137,12 @@ class PreviewLayers:
             if layer is not None:
                 out.append(layer)
         return out
+
+
+def _text_overlay(viewer):
+    """The viewer's text overlay: ``viewer.canvas.overlays.text`` since napari 0.9 (the old
+    ``viewer.text_overlay`` is deprecated there), ``viewer.text_overlay`` before; None if neither."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    text = overlays.get("text") if overlays is not None and hasattr(overlays, "get") else None
+    return text if text is not None else getattr(viewer, "text_overlay", None)

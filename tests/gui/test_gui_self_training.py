@@ -66,3 +66,30 @@ def test_each_rounds_dice_is_shown_on_the_validation_plot(qtbot, make_napari_vie
     title = widget.plots.dice_plot.titleLabel.text
     assert f"r0 {rounds[0].mean_dice:.3f}" in title and f"r2 {rounds[2].mean_dice:.3f} ({rounds[2].change:+.3f})" in title
     widget.shutdown()
+
+
+def test_file_and_folder_dialogs_add_to_their_own_list(qtbot, make_napari_viewer, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    widget = TrainingWidget(make_napari_viewer())
+    data = widget.data
+    titles = []
+    files = [str(tmp_path / "a.nii.gz"), str(tmp_path / "b.nii.gz")]
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        lambda parent, title, *_: (titles.append(title), (files, ""))[1])
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda parent, title, *_: (titles.append(title), str(tmp_path))[1])
+
+    def paths(source_list):
+        return [item for kind, item in source_list.sources() if kind == "path"]
+
+    before = paths(data.synth_list)
+    data._add_unlabelled_files()
+    data._add_unlabelled_folder()
+    assert paths(data.unlabelled_list) == [*files, str(tmp_path)]
+    assert paths(data.synth_list) == before
+    data._add_synth_files()
+    data._add_synth_folder()
+    assert paths(data.synth_list) == [*before, *files, str(tmp_path)]
+    assert titles == ["Unlabelled scans", "Folder of unlabelled scans", "Label maps", "Folder of label maps"]
+    widget.shutdown()
