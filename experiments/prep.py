@@ -34,11 +34,12 @@ DEFAULT_CACHE = Path(os.environ.get("L2S_EXPERIMENT_CACHE", Path.home() / ".cach
 
 
 def _key(paths: list[Path], table: str, factor: int, margin: int, crop_classes) -> str:
+    """The cache key: the maps' names and contents (not their paths or times, which change when the
+    data folder is mounted again) and the preprocessing settings."""
     h = hashlib.sha1()
     for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{int(st.st_mtime)}\n".encode())
-    h.update(f"{table}|{factor}|{margin}|{crop_classes}|v2-generation-labels".encode())
+        h.update(f"{p.name}|{hashlib.sha1(p.read_bytes()).hexdigest()}\n".encode())
+    h.update(f"{table}|{factor}|{margin}|{crop_classes}|v3-content".encode())
     return h.hexdigest()[:12]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -195,6 +196,18 @@ def test_majority_downsampling_and_prep_keeps_generation_labels(tmp_path):
     assert len(set(np.unique(np.asarray(img.dataobj)).tolist())) >= 4
     again, _ = prepare_label_maps(tmp_path, factor=2, cache=tmp_path / "c", log=lambda m: None)
     assert again == files
+    # the data folder mounted again elsewhere, with new file times: the cache (and so every run's
+    # settings hash) is kept; a changed map is a new cache
+    moved = tmp_path / "mounted_again"
+    moved.mkdir()
+    (moved / "m.nii.gz").write_bytes((tmp_path / "m.nii.gz").read_bytes())
+    os.utime(moved / "m.nii.gz", (1e9, 1e9))
+    remounted, _ = prepare_label_maps(moved, factor=2, cache=tmp_path / "c", log=lambda m: None)
+    assert remounted == files
+    lab[0, 0, 0] = VALUES[1]
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), moved / "m.nii.gz")
+    changed, _ = prepare_label_maps(moved, factor=2, cache=tmp_path / "c", log=lambda m: None)
+    assert changed[0].parent != files[0].parent
 
 
 def test_split_is_seeded_and_disjoint(tmp_path):
