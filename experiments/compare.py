@@ -217,9 +217,29 @@ def write_report(folder: Path, setting: str, info: dict, summary: list[dict], pe
                      f"{_fmt(r['inspector_accuracy_mean'], 2)} | {r['wall_s_mean']:.0f} s |")
     lines += ["", f"Mean over {max((r['seeds'] for r in summary), default=0)} seed(s); the Inspector's accuracy "
               "is its patch-wise accuracy at the end of the run on real validation images vs the images the "
-              "method trains on (0.5: it cannot tell them apart).", "", "![comparison](comparison.png)", ""]
+              "method trains on (0.5: it cannot tell them apart). Finetuned SynthSeg trains on the real pairs "
+              "only, so its Inspector compares real with real images: 0.5 by construction."]
+    lines += _margin_lines(summary, per_run) + ["", "![comparison](comparison.png)", ""]
     (folder / "README.md").write_text("\n".join(lines))
     _plot(folder / "comparison.png", setting, summary, per_run)
+
+
+def _margin_lines(summary: list[dict], per_run: list[dict]) -> list[str]:
+    """One sentence setting the winner's margin beside the spread of the seeds of one method."""
+    ranked = sorted((r for r in summary if r["dice_mean"] is not None), key=lambda r: -r["dice_mean"])
+    if len(ranked) < 2:
+        return []
+    spreads = []
+    for r in summary:
+        d = [row["dice"] for row in per_run if row["method"] == r["method"] and row["dice"] is not None]
+        if len(d) > 1:
+            spreads.append(max(d) - min(d))
+    margin = ranked[0]["dice_mean"] - ranked[1]["dice_mean"]
+    line = (f"The best mean ({ranked[0]['label']}) leads the next ({ranked[1]['label']}) by {margin:.3f}; "
+            f"the whole range of means is {ranked[0]['dice_mean'] - ranked[-1]['dice_mean']:.3f}")
+    if spreads:
+        line += f", and the seeds of one method differ by up to {max(spreads):.3f}"
+    return ["", line + "."]
 
 
 def _plot(path: Path, setting: str, summary: list[dict], per_run: list[dict]) -> None:
