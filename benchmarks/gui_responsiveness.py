@@ -176,7 +176,7 @@ def run_with_gui(work: Path, pairs, steps: int, widths: list[int], interval_ms: 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--widths", default="8 16 32", help="UNet widths (default: '8 16 32')")
     p.add_argument("--repeat", type=int, default=2,
                    help="headless/GUI runs, interleaved (medians are reported; a shared machine is noisy)")
@@ -185,6 +185,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--keep", help="work folder to keep (default: a temporary folder)")
     args = p.parse_args(argv)
+    from l2s_gui.cli import gui_environment
+
+    os.environ.update(gui_environment())  # the GUI process's environment, as `l2s gui` sets it
     widths = [int(w) for w in args.widths.split()]
     headless_runs, gui_runs = [], []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -213,6 +216,7 @@ def main(argv=None) -> int:
     print()
     print(f"GUI responsiveness during a CPU training (2D, UNet widths {widths}, {args.steps} steps, "
           f"{os.cpu_count()} CPUs, median of {args.repeat} interleaved runs"
+          + f", LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS')}"
           + (f", canvas zoomed every {args.interact_ms} ms" if args.interact_ms else "") + ")")
     print(f"  Qt event loop latency (10 ms timer lateness): p50 {med['latency_ms_p50']:.1f} ms, "
           f"p99 {med['latency_ms_p99']:.1f} ms, max {med['latency_ms_max']:.0f} ms  [target p99 < 100 ms]")
