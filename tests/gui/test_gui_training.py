@@ -80,6 +80,8 @@ def test_train_pause_resume_stop(qtbot, loaded, tmp_path, errors):
     prediction = find_role(viewer, "preview_prediction")
     assert prediction is not None and prediction.data.shape == synthetic.data.shape
     assert set(np.unique(prediction.data)) <= {0, 1, 2, 3}
+    step_text = viewer.canvas.overlays["text"]  # the preview's step, under the user's data
+    assert step_text.visible and step_text.text.startswith("Learn2Synth preview · step ")
     qtbot.waitUntil(lambda: len(widget.plots.series.get("loss_synth", ()).x) >= 5, timeout=TIMEOUT_MS)
     assert widget.plots.series["sigma"].y and len(widget.plots.series["c_1"].y) >= 5
     assert widget.plots.curves["loss_synth"].getData()[0].size >= 5
