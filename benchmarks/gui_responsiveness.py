@@ -185,9 +185,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--keep", help="work folder to keep (default: a temporary folder)")
     args = p.parse_args(argv)
-    from l2s_gui.cli import gui_environment
+    from l2s_napari._gui_launcher import apply_rendering_defaults
 
-    os.environ.update(gui_environment())  # the GUI process's environment, as `l2s gui` sets it
+    apply_rendering_defaults()  # the GUI process's environment, as `l2s gui` sets it
     widths = [int(w) for w in args.widths.split()]
     headless_runs, gui_runs = [], []
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -226,20 +226,17 @@ def write_report(folder: Path, setting: str, info: dict, summary: list[dict], pe
 
 def _margin_lines(summary: list[dict], per_run: list[dict]) -> list[str]:
     """One sentence setting the winner's margin beside the spread of the seeds of one method."""
-    ranked = sorted((r for r in summary if r["dice_mean"] is not None), key=lambda r: -r["dice_mean"])
-    if len(ranked) < 2:
+    if len(summary) < 2:
         return []
-    spreads = []
-    for r in summary:
-        d = [row["dice"] for row in per_run if row["method"] == r["method"] and row["dice"] is not None]
-        if len(d) > 1:
-            spreads.append(max(d) - min(d))
-    margin = ranked[0]["dice_mean"] - ranked[1]["dice_mean"]
-    line = (f"The best mean ({ranked[0]['label']}) leads the next ({ranked[1]['label']}) by {margin:.3f}; "
-            f"the whole range of means is {ranked[0]['dice_mean'] - ranked[-1]['dice_mean']:.3f}")
-    if spreads:
-        line += f", and the seeds of one method differ by up to {max(spreads):.3f}"
-    return ["", line + "."]
+    ranked = sorted(summary, key=lambda r: -r["dice_mean"])
+    by_method: dict[str, list[float]] = {}
+    for row in per_run:
+        by_method.setdefault(row["method"], []).append(row["dice"])
+    spread = max(max(d) - min(d) for d in by_method.values())
+    return ["", f"The best mean ({ranked[0]['label']}) leads the next ({ranked[1]['label']}) by "
+                f"{ranked[0]['dice_mean'] - ranked[1]['dice_mean']:.3f}; the whole range of means is "
+                f"{ranked[0]['dice_mean'] - ranked[-1]['dice_mean']:.3f}, and the seeds of one method differ by "
+                f"up to {spread:.3f}."]
 
 
 def _plot(path: Path, setting: str, summary: list[dict], per_run: list[dict]) -> None:

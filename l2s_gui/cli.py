@@ -439,23 +439,6 @@ def gui_command(args) -> list[str]:
     return argv
 
 
-GUI_ENVIRONMENT_DEFAULTS = {"LP_NUM_THREADS": "1"}
-"""Environment defaults of the GUI process. Mesa's software rasteriser (llvmpipe: Xvfb, remote
-desktops, machines without a GPU driver) draws with one thread per core by default, and those
-threads take the cores from a training; with one thread the training kept 93% of its headless speed
-on 2 cores against 85-91% (benchmarks/results/gui-responsiveness-cpu.md). Hardware OpenGL ignores it.
-A value the user set wins."""
-
-
-def gui_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of the GUI process: ``environ`` (default: this process's) with
-    :data:`GUI_ENVIRONMENT_DEFAULTS` for what it does not set."""
-    env = dict(os.environ if environ is None else environ)
-    for key, value in GUI_ENVIRONMENT_DEFAULTS.items():
-        env.setdefault(key, value)
-    return env
-
-
 def cmd_gui(args) -> int:
     import subprocess
 
@@ -465,7 +448,7 @@ def cmd_gui(args) -> int:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise L2SError("no display (DISPLAY and WAYLAND_DISPLAY are unset): napari needs a screen; on a server "
                        "use `xvfb-run -a l2s gui`, or the headless `l2s demo`")
-    code = subprocess.call(gui_command(args), env=gui_environment())
+    code = subprocess.call(gui_command(args))
     if code:
         raise L2SError(f"the GUI process ended with status {code} (its messages are above)")
     return 0

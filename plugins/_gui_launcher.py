@@ -8,8 +8,23 @@ The engine's CLI starts this in a subprocess, so the engine never imports napari
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+RENDERING_DEFAULTS = {"LP_NUM_THREADS": "1"}
+"""Environment defaults of the GUI process, set before napari creates its OpenGL context. Mesa's
+software rasteriser (llvmpipe: Xvfb, remote desktops, machines without a GPU driver) draws with one
+thread per core by default, and those threads take the cores from a training; with one thread the
+training kept 93% of its headless speed on 2 cores against 85-91%
+(benchmarks/results/gui-responsiveness-cpu.md). Hardware OpenGL ignores it. A value the user set wins."""
+
+
+def apply_rendering_defaults(environ=None) -> None:
+    """Set :data:`RENDERING_DEFAULTS` in ``environ`` (default ``os.environ``) where it has no value."""
+    environ = os.environ if environ is None else environ
+    for key, value in RENDERING_DEFAULTS.items():
+        environ.setdefault(key, value)
 
 
 def open_viewer(sample: bool = True, run: str | None = None, size: str = "1280x800", show: bool = True):
@@ -36,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--open", metavar="RUN_DIR", help="open (and follow) a run folder")
     p.add_argument("--size", default="1280x800", help="window size WxH (default 1280x800)")
     args = p.parse_args(argv)
+    apply_rendering_defaults()
     import napari
 
     open_viewer(sample=not args.no_sample, run=args.open, size=args.size)

@@ -11,21 +11,13 @@ from l2s_gui import cli
 
 def test_gui_runs_the_plugin_in_a_subprocess(monkeypatch):
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.delenv("LP_NUM_THREADS", raising=False)
-    calls, envs = [], []
-    monkeypatch.setattr(subprocess, "call", lambda argv, env=None: calls.append(argv) or envs.append(env) or 0)
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("napari", "l2s_napari")
                         else real_find_spec(name, *a))
     assert cli.main(["gui", "--open", "runs/exp1"]) == 0
     assert calls == [[sys.executable, "-m", "l2s_napari", "--size", "1280x800", "--open", "runs/exp1"]]
-    # one software-rasteriser thread (so it leaves the cores to a training), the rest inherited
-    assert envs[0]["LP_NUM_THREADS"] == "1" and envs[0]["DISPLAY"] == ":99"
-
-
-def test_gui_environment_keeps_what_the_user_set():
-    assert cli.gui_environment({"LP_NUM_THREADS": "4", "A": "b"}) == {"LP_NUM_THREADS": "4", "A": "b"}
-    assert cli.gui_environment({}) == {"LP_NUM_THREADS": "1"}
 
 
 def test_gui_without_napari_is_one_line(monkeypatch, capsys):
@@ -42,12 +34,12 @@ def test_gui_without_a_display_or_failing_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    monkeypatch.setattr(subprocess, "call", lambda argv, env=None: 0)
+    monkeypatch.setattr(subprocess, "call", lambda argv: 0)
     assert cli.main(["gui"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("l2s: error: no display") and "xvfb-run" in err[0]
     monkeypatch.setenv("DISPLAY", ":99")
-    monkeypatch.setattr(subprocess, "call", lambda argv, env=None: 3)
+    monkeypatch.setattr(subprocess, "call", lambda argv: 3)
     assert cli.main(["gui"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ended with status 3" in err[0]

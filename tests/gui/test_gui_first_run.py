@@ -93,3 +93,14 @@ def test_starter_model_present_is_the_default_and_the_warm_start(qtbot, make_nap
     assert widget.open_run(tiny_run)
     assert segment.model_source.currentText() == CURRENT_RUN and segment.model_file() == model
     widget.shutdown()
+
+
+def test_gui_process_draws_with_one_software_rasteriser_thread_unless_the_user_set_it():
+    from l2s_napari._gui_launcher import apply_rendering_defaults
+
+    environ = {"DISPLAY": ":99"}
+    apply_rendering_defaults(environ)
+    assert environ == {"DISPLAY": ":99", "LP_NUM_THREADS": "1"}
+    environ = {"LP_NUM_THREADS": "4"}
+    apply_rendering_defaults(environ)
+    assert environ == {"LP_NUM_THREADS": "4"}
