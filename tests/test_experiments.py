@@ -263,3 +263,26 @@ def test_finished_only_reports_without_training(quick, tmp_path):
     assert sorted(p.name for p in (out / "runs").iterdir()) == before
     rec = read(out / "noise_inu" / "recovery.csv")
     assert {r["seed"] for r in rec} == {"0"}
+
+
+@pytest.mark.slow
+def test_hypergradient_signal_reports_every_component_at_start_and_preset(quick, tmp_path):
+    """experiments.hypergrad_signal on the quick noise+INU L runs: one row per seed, theta position
+    and component (sigma, c1..c3), taken at the spec's start and at the preset, with a spread and an
+    SNR; the table is written."""
+    from experiments import hypergrad_signal
+
+    table = tmp_path / "signal.md"
+    assert hypergrad_signal.main(["--out", str(quick["out"]), "--experiment", "noise_inu", "--presets", "0.15",
+                                  "--seeds", "0", "--draws", "3", "--write", str(table)]) == 0
+    rows = hypergrad_signal.measure(quick["out"], "noise_inu", ["0.15"], [0], 3, fix="real", where_list=("start",))
+    spec = next(json.loads((f / "spec.json").read_text()) for f in (quick["out"] / "runs").glob("noise_inu_L_0.15_s0-*"))
+    assert {r["component"] for r in rows} == {"sigma", "c1", "c2", "c3"}
+    assert {r["theta at"] for r in rows} == {"start"}
+    values = {r["component"]: r["value"] for r in rows}
+    assert values["sigma"] == pytest.approx(spec["start"]["sigma"])
+    assert [values[f"c{k}"] for k in (1, 2, 3)] == pytest.approx(spec["start"]["c"])
+    for r in rows:
+        assert np.isfinite(r["mean"]) and r["std"] > 0 and r["snr"] == pytest.approx(r["mean"] / r["std"])
+    text = table.read_text()
+    assert "| 0.15 | start | sigma |" in text and "| 0.15 | preset | c3 | 0.500 |" in text
