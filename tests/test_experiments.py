@@ -276,7 +276,8 @@ def test_hypergradient_signal_reports_every_component_at_start_and_preset(quick,
     assert hypergrad_signal.main(["--out", str(quick["out"]), "--experiment", "noise_inu", "--presets", "0.15",
                                   "--seeds", "0", "--draws", "3", "--write", str(table)]) == 0
     rows = hypergrad_signal.measure(quick["out"], "noise_inu", ["0.15"], [0], 3, fix="real", where_list=("start",))
-    spec = next(json.loads((f / "spec.json").read_text()) for f in (quick["out"] / "runs").glob("noise_inu_L_0.15_s0-*"))
+    folder = next((quick["out"] / "runs").glob("noise_inu_L_0.15_s0-*"))
+    spec = json.loads((folder / "spec.json").read_text())
     assert {r["component"] for r in rows} == {"sigma", "c1", "c2", "c3"}
     assert {r["theta at"] for r in rows} == {"start"}
     values = {r["component"]: r["value"] for r in rows}
