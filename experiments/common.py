@@ -40,7 +40,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LABEL_MAPS = (REPO / ".." / "shared" / "data" / "label_maps").resolve()
 EXPERIMENTS = ["noise_only", "noise_inu", "nonparametric"]
-MODES = ["quick", "cpu", "full"]
+MODES = ["quick", "cpu", "cpu3mm", "full"]
 
 
 # ---------------------------------------------------------------------------------------------- configs
