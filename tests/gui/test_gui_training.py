@@ -12,7 +12,10 @@ import l2s_napari._training_widget as tw
 from l2s_napari._owned_layers import find_role
 from l2s_napari._training_widget import TrainingWidget
 
-TIMEOUT_MS = 90_000
+TIMEOUT_MS = 240_000
+# A guard against a hung training process, not a speed check: each wait ends as soon as its condition
+# holds. A 12-step training subprocess (torch import included) took over 90 s on the 2-core machine
+# while two other trainings ran.
 
 
 def _tiny(widget: TrainingWidget, run_dir, steps: int = 5000) -> None:
