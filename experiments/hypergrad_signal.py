@@ -1,7 +1,8 @@
 """How much signal the hypergradient carries about each theta component: its mean over independent
 draws against its spread (GUIDE Sec. 7; Learn2Synth eq. 5).
 
-For the L runs of an experiment (their spec: base network, preset "real" corruption, A_theta), the
+For the L runs of an experiment in a mode (their specs as ``experiments.run`` builds them: base
+network, preset "real" corruption, A_theta; the base networks must be trained), the
 network is warmed up as the run does (``hyper_start`` plain steps), then ``--draws`` hyper-steps are
 computed from that one state, each on a fresh synthetic and "real" batch, without updating anything.
 Per component of theta (sigma, c_1..c_K) it reports the mean hypergradient, its standard deviation and
@@ -11,14 +12,13 @@ when the gradient's sign is what carries information (``m / sqrt(v)``), so a com
 which way L_real wants it to go. Each theta is probed at its L run's start and at the preset, where a
 recoverable component's mean hypergradient changes sign or vanishes.
 
-    python -m experiments.hypergrad_signal --out runs/experiments --experiment noise_inu \
-        --presets 0.10 --seeds 0,1,2 --draws 48 --write docs/experiments/cpu/hypergrad_signal.md
+    python -m experiments.hypergrad_signal --out runs/experiments --experiment noise_inu --mode cpu \
+        --presets 0.10,0.15 --seeds 0,1,2 --draws 48 --write docs/experiments/cpu/hypergrad_signal.md
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -30,7 +30,9 @@ from l2s_gui.config import Config
 from l2s_gui.hypergrad import hyper_step
 from l2s_gui.trainer import Trainer
 
-from .common import publish
+from . import run as experiment_run
+from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish
+from .prep import DEFAULT_CACHE
 
 
 def _set_theta(trainer: Trainer, theta: dict) -> None:
@@ -42,12 +44,20 @@ def _set_theta(trainer: Trainer, theta: dict) -> None:
                 p.copy_(torch.as_tensor(theta[key], dtype=p.dtype).reshape(p.shape))
 
 
-def _names(trainer: Trainer) -> list[str]:
-    return [n for n, _ in trainer.aug.named_parameters()]
+def l_specs(experiment: str, mode: str, out: Path, label_maps: str, cache: str | None = None,
+            factor: int | None = None) -> list[dict]:
+    """The experiment's L run specs in ``mode``, as ``experiments.run`` builds them (their base
+    networks in ``<out>/runs``)."""
+    exp = load_experiment(experiment, mode)
+    data = experiment_run.prepare(exp, label_maps, cache, factor, log=lambda _m: None)
+    return experiment_run.learn2synth_specs(exp, data, experiment_run.base_specs(exp, data),
+                                            (out / "runs").resolve())
 
 
-def hypergradients(spec: dict, theta: dict, draws: int, fix: str = "none") -> dict[str, np.ndarray]:
-    """``draws`` hypergradients per theta component at ``theta``, from the run's warmed-up network.
+def hypergradients(spec: dict, theta: dict, draws: int, fix: str = "none"
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``draws`` hypergradients per theta parameter at ``theta``, from the run's warmed-up network,
+    and the parameters' values (one row each, shaped like one draw).
 
     ``fix``: 'none' (a fresh synthetic and "real" batch per draw), 'synthetic' or 'real' (that batch
     drawn once and reused: the spread left is the other batch's share of the variance)."""
@@ -57,7 +67,9 @@ def hypergradients(spec: dict, theta: dict, draws: int, fix: str = "none") -> di
         trainer.train_step(hyper=False)
         trainer.step += 1
     _set_theta(trainer, theta)
-    out: dict[str, list[np.ndarray]] = {n: [] for n in _names(trainer)}
+    params = dict(trainer.aug.named_parameters())
+    values = {n: p.detach().double().flatten().numpy()[None] for n, p in params.items()}
+    out: dict[str, list[np.ndarray]] = {n: [] for n in params}
     synthetic, real = trainer.synthetic_batches(), trainer.real_batches()
     for _ in range(draws):
         x, y, draw = synthetic if fix == "synthetic" else trainer.synthetic_batches()
@@ -67,7 +79,7 @@ def hypergradients(spec: dict, theta: dict, draws: int, fix: str = "none") -> di
                                exact_route=cfg.training.hypergradient_route)
         for n in out:
             out[n].append(hyper[n].detach().double().flatten().numpy())
-    return {n: np.stack(v) for n, v in out.items()}
+    return {n: np.stack(v) for n, v in out.items()}, values
 
 
 def components(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -83,34 +95,31 @@ def components(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return flat
 
 
-def measure(out: Path, experiment: str, presets: list[str], seeds: list[int], draws: int,
-            fix: str = "none", where_list: tuple[str, ...] = ("start", "preset")) -> list[dict]:
+def measure(specs: list[dict], draws: int, fix: str = "none",
+            where_list: tuple[str, ...] = ("start", "preset")) -> list[dict]:
+    """One row per L run spec, theta position (its start, the preset) and component."""
     rows = []
-    for folder in sorted(out.glob(f"runs/{experiment}_L_*")):
-        spec = json.loads((folder / "spec.json").read_text())
-        if spec["preset"]["name"] not in presets or spec["config"]["training"]["seed"] not in seeds:
-            continue
-        preset = spec["preset"]
+    for spec in specs:
+        base = spec["config"]["training"]["init_from"]
+        if not Path(base).is_file():
+            raise SystemExit(f"{spec['name']}: its base network {base} is not trained yet "
+                             "(python -m experiments.run trains it)")
+        preset, seed = spec["preset"], spec["config"]["training"]["seed"]
         at_preset = {"sigma": preset.get("sigma", spec["start"].get("sigma")), "c": preset.get("inu_c")}
         for where, theta in (("start", spec["start"]), ("preset", at_preset)):
             if where not in where_list:
                 continue
-            theta = {k: v for k, v in theta.items() if v is not None}
-            for comp, g in components(hypergradients(spec, theta, draws, fix)).items():
+            grads, values = hypergradients(spec, {k: v for k, v in theta.items() if v is not None}, draws, fix)
+            value_of = components(values)
+            for comp, g in components(grads).items():
                 mean, std = float(g.mean()), float(g.std(ddof=1))
-                rows.append({"preset": preset["name"], "seed": spec["config"]["training"]["seed"],
-                             "theta at": where, "component": comp, "mean": mean, "std": std,
-                             "snr": mean / std if std > 0 else 0.0,
-                             "value": _value(theta, comp)})
-                print(f"{preset['name']} s{rows[-1]['seed']} at {where}: {comp} = {rows[-1]['value']:.3f} "
-                      f"mean {mean:+.3e} std {std:.3e} SNR {rows[-1]['snr']:+.3f}", flush=True)
+                row = {"preset": preset["name"], "seed": seed, "theta at": where, "component": comp,
+                       "mean": mean, "std": std, "snr": mean / std if std > 0 else 0.0,
+                       "value": float(value_of[comp][0])}
+                rows.append(row)
+                print(f"{row['preset']} s{seed} at {where}: {comp} = {row['value']:.3f} mean {mean:+.3e} "
+                      f"std {std:.3e} SNR {row['snr']:+.3f}", flush=True)
     return rows
-
-
-def _value(theta: dict, comp: str) -> float:
-    if comp == "sigma":
-        return float(theta.get("sigma", float("nan")))
-    return float(theta["c"][int(comp[1:]) - 1]) if "c" in theta else float("nan")
 
 
 def markdown(rows: list[dict], draws: int, command: str = "") -> str:
@@ -141,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/experiments", help="an experiment output folder (with runs/)")
     ap.add_argument("--experiment", default="noise_inu", help="whose L runs to probe (default: noise_inu)")
+    ap.add_argument("--mode", choices=MODES, default="cpu", help="the experiment's mode (default: cpu)")
+    ap.add_argument("--label-maps", default=str(DEFAULT_LABEL_MAPS), help="as for experiments.run")
+    ap.add_argument("--cache", default=None, help=f"preprocessed label maps (default: {DEFAULT_CACHE})")
+    ap.add_argument("--factor", type=int, default=None, help="as for experiments.run")
     ap.add_argument("--presets", default="0.10", help="preset names, comma-separated (default: 0.10)")
     ap.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated (default: 0,1,2)")
     ap.add_argument("--draws", type=int, default=48, help="hypergradients per theta (default: 48)")
@@ -152,11 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = measure(Path(args.out), args.experiment, args.presets.split(","), seeds, args.draws, args.fix,
-                   tuple(args.at.split(",")))
-    if not rows:
-        raise SystemExit(f"{args.out}: no L runs of {args.experiment} for presets {args.presets} "
-                         f"and seeds {args.seeds} (runs/{args.experiment}_L_*/spec.json)")
+    presets = args.presets.split(",")
+    specs = [s for s in l_specs(args.experiment, args.mode, Path(args.out), args.label_maps, args.cache, args.factor)
+             if s["preset"]["name"] in presets and s["config"]["training"]["seed"] in seeds]
+    if not specs:
+        raise SystemExit(f"{args.experiment} ({args.mode} mode) has no L runs for presets {args.presets} "
+                         f"and seeds {args.seeds}")
+    rows = measure(specs, args.draws, args.fix, tuple(args.at.split(",")))
     command = "python -m experiments.hypergrad_signal " + " ".join(a for a in (argv or sys.argv[1:]))
     publish(markdown(rows, args.draws, command.split(" --write")[0]), args.write)
     return 0

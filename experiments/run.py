@@ -12,7 +12,7 @@ Experiments (configs in ``experiments/configs``):
                    on the same noise + INU "real" images (N shared with ``noise_inu``).
 
 Modes: ``quick`` (tiny, for CI), ``cpu`` (4 mm slices: what fits a few CPU cores in about half an
-hour), ``cpu3mm`` (3 mm slices and longer bases, which reach a clean Dice of 0.75; about 1.6x the
+hour), ``cpu3mm`` (3 mm slices and longer bases, which reach a clean Dice of 0.75; about 1.5x the
 cost), ``full`` (paper-like, for a GPU). Stages: ``recovery`` (the L runs), ``dice`` (N and O runs and the
 Dice tables). Everything lands in ``--out``: ``<out>/<experiment>/`` holds the tables (CSV, markdown)
 and plots (PNG); ``<out>/runs/`` holds one folder per training run (history, weights, result), reused

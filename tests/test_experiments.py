@@ -273,11 +273,14 @@ def test_hypergradient_signal_reports_every_component_at_start_and_preset(quick,
     from experiments import hypergrad_signal
 
     table = tmp_path / "signal.md"
-    assert hypergrad_signal.main(["--out", str(quick["out"]), "--experiment", "noise_inu", "--presets", "0.15",
-                                  "--seeds", "0", "--draws", "3", "--write", str(table)]) == 0
-    rows = hypergrad_signal.measure(quick["out"], "noise_inu", ["0.15"], [0], 3, fix="real", where_list=("start",))
-    folder = next((quick["out"] / "runs").glob("noise_inu_L_0.15_s0-*"))
-    spec = json.loads((folder / "spec.json").read_text())
+    assert hypergrad_signal.main(quick["common"] + ["--experiment", "noise_inu", "--presets", "0.15",
+                                                    "--seeds", "0", "--draws", "3", "--write", str(table)]) == 0
+    specs = [s for s in hypergrad_signal.l_specs("noise_inu", "quick", quick["out"], quick["common"][3],
+                                                 str(quick["cache"]), factor=1)
+             if s["preset"]["name"] == "0.15"]
+    assert len(specs) == 1 and (quick["out"] / "runs" / spec_id(specs[0])).is_dir()   # the experiment's run
+    rows = hypergrad_signal.measure(specs, 3, fix="real", where_list=("start",))
+    spec = specs[0]
     assert {r["component"] for r in rows} == {"sigma", "c1", "c2", "c3"}
     assert {r["theta at"] for r in rows} == {"start"}
     values = {r["component"]: r["value"] for r in rows}
