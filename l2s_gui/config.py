@@ -168,6 +168,13 @@ class SynthesisConfig:
     """Dilation of the structure's mask in voxels before smoothing (the weighting mask of eq. 7)."""
     contrast_blend_smoothing: float = setting(1.5, ge=0)
     """Std in voxels of the Gaussian that smooths the dilated mask into the weights of eq. 7."""
+    intensity_prior: Literal["uniform", "real"] = setting("uniform")
+    """'uniform': every class mean ~ U(mean_range), any contrast (SynthSeg); 'real': each class mean
+    ~ N(m_c, intensity_prior_spread^2) and std ~ U(0, s_c), with m_c, s_c the intensities under
+    class c in the real training pairs (SynthSeg-rule: the contrast of your scans; needs
+    data.real_images and data.real_labels; classes they lack stay uniform)."""
+    intensity_prior_spread: float = setting(0.1, ge=0, le=1)
+    """'real' intensity prior: std of each class mean around the real scans' class mean."""
     skull_strip_sharp: bool = setting(False)
     """Stripped samples (``skull_strip_probability``) are also set to 0 outside the brain after the
     acquisition simulation, so that their edge is as sharp as a skull-stripped scan's (the demo's
@@ -692,6 +699,9 @@ def validate(cfg: Config) -> None:
     for key, (low, high) in (("synthesis.mean_range", s.mean_range), ("synthesis.std_range", s.std_range),
                              ("augmentation.sigma_range", a.sigma_range)):
         _require(low <= high, key, f"must be [low, high] with low <= high, got {[low, high]}")
+    _require(s.intensity_prior == "uniform" or s.backend == "torch", "synthesis.intensity_prior",
+             f"'{s.intensity_prior}' needs synthesis.backend: torch (the cornucopia backend draws its own "
+             f"intensities), got backend '{s.backend}'")
     _require(not r.sigma_range or r.sigma_range[0] <= r.sigma_range[1], "recovery.sigma_range",
              f"must be empty or [low, high] with low <= high, got {r.sigma_range}")
     _require(len(a.inu_c_init) in (1, len(a.inu_nodes)), "augmentation.inu_c_init",
@@ -732,6 +742,12 @@ def check_data_present(cfg: Config) -> None:
     if method in REAL_PAIR_METHODS and not cfg.recovery.enabled:
         _require(bool(d.real_images), "data.real_images", f"{method} needs real scans (files or folder)")
         _require(bool(d.real_labels), "data.real_labels", f"{method} needs the real scans' label maps")
+    if cfg.synthesis.intensity_prior == "real" and method in SYNTHESIS_METHODS:
+        _require(not cfg.recovery.enabled, "synthesis.intensity_prior",
+                 "'real' estimates the contrast of real scans, and a recovery run has none: use 'uniform'")
+        _require(bool(d.real_images) and bool(d.real_labels), "synthesis.intensity_prior",
+                 "'real' estimates the class intensities from real scans with labels: list data.real_images "
+                 "and data.real_labels, or use 'uniform'")
     if cfg.inspector.enabled and not cfg.recovery.enabled:
         _require(bool(d.real_images) and bool(d.real_labels), "inspector.enabled",
                  f"the Inspector compares real and synthetic images, and this {method} run has no real "

@@ -57,7 +57,8 @@ class StepEvent(Event):
 
 @dataclass
 class ValidationEvent(Event):
-    """Hard Dice of the current network on the validation pairs, per original label value."""
+    """Hard Dice of the current network on the validation pairs, per original label value of the
+    classes the validation labels hold (background excluded), and their mean."""
 
     kind: ClassVar[str] = "validation"
     step: int

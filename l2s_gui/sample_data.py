@@ -186,7 +186,8 @@ def sample_config(out_dir: Path | str | None = None, init_from: str = STARTER_NA
     the template with its labels plus two deformed copies (3 pairs: 2 train, 1 validation).
     2D coronal slices at 2 mm, the starter model's network and classes (``brain_4class``: the sample's
     ids 2 / 3 / 24 are white matter / cortical grey matter / CSF), started from the shipped starter
-    model (``init_from``; "" starts from a random network), the SynthSeg-grade generator, and
+    model (``init_from``; "" starts from a random network), the SynthSeg-grade generator with the
+    tissue intensities drawn around the real training pairs' (``synthesis.intensity_prior: real``), and
     Learn2Synth with a hyper-step every 2nd step from the start (the warm-started network's
     hypergradient carries signal at once): about 3 minutes on 2 CPU cores.
     """
@@ -205,8 +206,9 @@ def sample_config(out_dir: Path | str | None = None, init_from: str = STARTER_NA
             "voxel_size": list(STARTER_VOXEL_SIZE),
         },
         "network": dict(STARTER_NETWORK),
-        # the sample is skull-stripped: black outside the brain, with a sharp edge
-        "synthesis": {"skull_strip_probability": 1.0, "skull_strip_sharp": True},
+        # the sample is skull-stripped: black outside the brain, with a sharp edge; every tissue's
+        # intensity is drawn around its intensity in the real training pairs (SynthSeg-rule: a T1 demo)
+        "synthesis": {"skull_strip_probability": 1.0, "skull_strip_sharp": True, "intensity_prior": "real"},
         "augmentation": {"sigma_init": 0.05},
         "training": {"init_from": init_from, "steps": 300, "hyper_every": 2, "lr_segmentation": 1e-3,
                      "lr_augmentation": 3e-3, "lr_augmentation_schedule": "cosine", "val_every": 25,

@@ -38,7 +38,7 @@ from .augment.base import Augmentation
 from .config import SYNTHESIS_METHODS, Config, check_data_present
 from .data import TrainingData
 from .device import autocast_factory, describe_device, is_out_of_memory, resolve_device
-from .errors import DeviceMemoryError, InputError, L2SError, out_of_memory_message
+from .errors import ConfigError, DeviceMemoryError, InputError, L2SError, out_of_memory_message
 from .events import CheckpointEvent, DoneEvent, Event, LogEvent, PreviewEvent, StartEvent, StepEvent, ValidationEvent
 from .hypergrad import InnerOptimizer, hyper_step, loss_and_grads
 from .losses import hard_dice, soft_dice_loss
@@ -46,6 +46,7 @@ from .model_io import build_network, export_model, load_warm_start
 from .recovery_corruption import PresetCorruption
 from .runs import RunFolder
 from .synthesis import build_generator
+from .synthesis.intensity_prior import class_intensities, describe, generation_prior
 from .synthmix import AlignedSynthesis, aligned_mix, mix_count, recovery_aligned_pairs
 
 OUTER_ADAM_EPS = 1e-15
@@ -168,6 +169,7 @@ class Trainer:
         self.corruption = PresetCorruption(config.recovery).to(self.device) if config.recovery.enabled else None
         self.aligned = (AlignedSynthesis(config.synthesis, self.n_classes, config.data.ndim, vox).to(self.device)
                         if self.method == "synthmix" and self.corruption is None else None)
+        self.prior_message = self._apply_intensity_prior()
         self._val_cache: tuple[Tensor, Tensor] | None = None
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
         theta = [p for p in self.aug.parameters() if p.requires_grad]
@@ -195,6 +197,22 @@ class Trainer:
         self.loss_fn = loss_fn or soft_dice_loss
         self.mix = mix or self.mix_batch
         self.inspector = self._build_inspector()
+
+    def _apply_intensity_prior(self) -> str:
+        """``synthesis.intensity_prior: real``: the generator's GMM drawn around the class intensities
+        of the real training pairs (:mod:`l2s_gui.synthesis.intensity_prior`); returns the log line."""
+        if self.cfg.synthesis.intensity_prior != "real" or self.method not in SYNTHESIS_METHODS:
+            return ""
+        pairs = self.data.train_pairs
+        if not pairs:
+            raise ConfigError(f"synthesis.intensity_prior: 'real' estimates the class intensities from the real "
+                              f"training pairs, and all {self.data.n_val} pairs are held out for validation: "
+                              f"lower data.val_fraction or list more pairs")
+        stats = class_intensities([p.image for p in pairs], [p.labels for p in pairs], self.n_classes)
+        self.synth.set_intensity_prior(*generation_prior(stats, self.data.generation_classes))
+        if self.aligned is not None:  # SynthMix's aligned images: one generation label per class
+            self.aligned.generator.set_intensity_prior(stats.mean, stats.std)
+        return describe(stats, self.table.names)
 
     def _build_inspector(self):
         """The Inspector (config ``inspector``; rank 0 only), or None: :mod:`l2s_gui.inspector_run`."""
@@ -415,7 +433,9 @@ class Trainer:
             with self.autocast():
                 pred = self.net(x).argmax(1)
             batch_dice = hard_dice(pred, y, self.n_classes)
-            present = ~torch.isnan(batch_dice)
+            # the classes the labels hold (a class only predicted is an error of the true classes,
+            # already in their Dice; scoring it 0 on its own would count those voxels twice)
+            present = torch.bincount(y.flatten(), minlength=self.n_classes)[:self.n_classes] > 0
             scores[present] += batch_dice[present] * x.shape[0]
             counts[present] += x.shape[0]
         values = self.table.values
@@ -556,6 +576,8 @@ class Trainer:
         yield from self._emit(StartEvent(step=self.step, total_steps=total, device=describe_device(self.device),
                                          method=self.method, n_classes=self.n_classes,
                                          label_values=list(self.table.values), resumed=resumed))
+        if self.prior_message and not resumed:
+            yield from self._emit(self._log("info", self.prior_message))
         times: deque[float] = deque(maxlen=20)
         reason, message = "finished", ""
         try:

@@ -36,6 +36,10 @@ class ToClasses(nn.Module):
         self.generator = generator
         self.register_buffer("classes", classes.to(torch.int64))
 
+    def set_intensity_prior(self, means: Tensor, stds: Tensor) -> None:
+        """Forwarded to the wrapped generator (per generation label)."""
+        self.generator.set_intensity_prior(means, stds)
+
     def forward(self, labels: Tensor, generator: torch.Generator, **kwargs) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         image, deformed = self.generator(labels, generator, **kwargs)
         return image, self.classes[deformed]

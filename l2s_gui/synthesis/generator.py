@@ -136,7 +136,9 @@ class SynthSegGenerator(nn.Module):
        before synthesis, and ``translation`` adds a random shift of the content within the sample.
     2. **Gaussian mixture** (Sec. 2.2): per sample and class (background included)
        ``mu_k ~ U(mean_range)``, ``sigma_k ~ U(std_range)``; ``G = mu[L] + sigma[L] * eps`` with
-       ``eps ~ N(0, 1)`` voxel-wise (gather, no loop over classes).
+       ``eps ~ N(0, 1)`` voxel-wise (gather, no loop over classes). With an intensity prior
+       (:meth:`set_intensity_prior`, SynthSeg-rule) ``mu_k ~ N(m_k, intensity_prior_spread^2)`` and
+       ``sigma_k ~ U(0, s_k)`` instead, for the labels it covers.
     3. **Resolution and partial volume** (``cfg.resolution``, SynthSeg ``randomise_res``;
        :meth:`_acquisition`): a random isotropic or thick-slice acquisition (up to ``max_res_iso`` =
        4 mm / ``max_res_aniso`` = 8 mm, in mm relative to :attr:`voxel_size_mm`, the training grid
@@ -204,6 +206,9 @@ class SynthSegGenerator(nn.Module):
         if len(vs) != self.ndim or any(v <= 0 for v in vs):
             raise ValueError(f"voxel_size_mm needs 1 or {self.ndim} positive sizes, got {voxel_size_mm}")
         self.voxel_size_mm = vs
+        # per generation label (mean, std) of the GMM's hyperprior (``set_intensity_prior``); None: U(mean_range)
+        self.register_buffer("prior_mean", None, persistent=False)
+        self.register_buffer("prior_std", None, persistent=False)
 
     # ------------------------------------------------------------------ deformation (step 1)
     def _affine(self, batch: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -330,11 +335,30 @@ class SynthSegGenerator(nn.Module):
         return out.squeeze(1).round_().to(torch.int64)
 
     # ------------------------------------------------------------------ intensities (steps 2-5)
+    def set_intensity_prior(self, means: Tensor | Sequence[float], stds: Tensor | Sequence[float]) -> None:
+        """Draw the GMM of step 2 from a hyperprior (``synthesis.intensity_prior: real``,
+        :mod:`~l2s_gui.synthesis.intensity_prior`): ``mu_k ~ N(means[k], intensity_prior_spread^2)``
+        clipped to [0, 1], ``sigma_k ~ U(0, stds[k])``; labels whose mean is NaN keep U(mean_range) /
+        U(std_range)."""
+        m = torch.as_tensor(means, dtype=torch.float32).flatten()
+        sd = torch.as_tensor(stds, dtype=torch.float32).flatten()
+        if m.numel() != self.n_classes or sd.numel() != self.n_classes:
+            raise ValueError(f"the intensity prior needs one mean and one std per label ({self.n_classes}), "
+                             f"got {m.numel()} and {sd.numel()}")
+        self.prior_mean, self.prior_std = m, sd.nan_to_num(0.0).clamp_min(0)
+
     def _gmm(self, labels: Tensor, generator: torch.Generator) -> Tensor:
         c, batch, device = self.cfg, labels.shape[0], labels.device
         (mean_low, mean_high), (std_low, std_high) = c.mean_range, c.std_range
         means = _uniform((batch, self.n_classes), mean_low, mean_high, generator, device)
         stds = _uniform((batch, self.n_classes), std_low, std_high, generator, device)
+        if self.prior_mean is not None and self.prior_std is not None:  # SynthSeg-rule hyperprior
+            known = ~torch.isnan(self.prior_mean.to(device))
+            drawn = (self.prior_mean.to(device).nan_to_num(0.5)
+                     + c.intensity_prior_spread * _normal((batch, self.n_classes), generator, device)).clamp(0, 1)
+            spread = self.prior_std.to(device) * _uniform((batch, self.n_classes), 0.0, 1.0, generator, device)
+            means = torch.where(known, drawn, means)
+            stds = torch.where(known, spread, stds)
         flat = labels.reshape(batch, -1)
         eps = _normal(flat.shape, generator, device)
         image = means.gather(1, flat) + stds.gather(1, flat) * eps
