@@ -41,6 +41,8 @@ LABELS: dict[str, str] = {
     "data.batch_size": "batch size",
     "data.voxel_size": "voxel size (mm)",
     "data.val_fraction": "validation fraction",
+    "synthesis.intensity_prior": "tissue intensities",
+    "synthesis.intensity_prior_spread": "spread around the real ones",
     "data.label_table": "label table",
     "network.widths": "UNet widths",
     "network.norm": "UNet normalisation",
@@ -73,7 +75,9 @@ LABELS: dict[str, str] = {
     "self_training.student_init": "student starts from",
 }
 PLACEHOLDERS = {"data.patch_size": "whole slice/volume, e.g. 96 96", "data.voxel_size": "each file's own grid, e.g. 1"}
-CHOICE_TEXT = {"data.ndim": {2: "2D", 3: "3D"}}
+CHOICE_TEXT = {"data.ndim": {2: "2D", 3: "3D"},
+               "synthesis.intensity_prior": {"uniform": "any contrast (SynthSeg)",
+                                             "real": "around the real scans' (SynthSeg-rule)"}}
 DATA_PATH_KEYS = ("data.label_maps", "data.real_images", "data.real_labels", "data.unlabelled_images")
 
 

@@ -13,7 +13,8 @@ from ._form_widgets import tab_page
 AUGMENTATION_KEYS = ["training.method", "augmentation.kind", "augmentation.noise", "augmentation.sigma_init",
                      "augmentation.sigma_range", "augmentation.inu", "augmentation.inu_nodes",
                      "augmentation.inu_c_init", "augmentation.inu_c_max", "augmentation.residual_widths"]
-SAMPLE_KEYS = ["data.ndim", "data.slice_axis", "data.patch_size", "data.batch_size", "data.voxel_size"]
+SAMPLE_KEYS = ["data.ndim", "data.slice_axis", "data.patch_size", "data.batch_size", "data.voxel_size",
+               "synthesis.intensity_prior", "synthesis.intensity_prior_spread"]
 NETWORK_KEYS = ["network.widths", "network.norm", "network.activation"]
 OPTIMISATION_KEYS = ["training.steps", "training.lr_segmentation", "training.lr_segmentation_schedule",
                      "training.lr_segmentation_final", "training.lr_augmentation",
@@ -73,7 +74,8 @@ class ModelTab(QWidget):
         layout.addWidget(_group("Samples", form, SAMPLE_KEYS))
         layout.addWidget(_group("Network", form, NETWORK_KEYS))
         layout.addStretch(1)
-        for key in ("augmentation.kind", "augmentation.noise", "data.ndim", "training.method"):
+        for key in ("augmentation.kind", "augmentation.noise", "data.ndim", "training.method",
+                    "synthesis.intensity_prior"):
             form[key].currentIndexChanged.connect(self.update_fields)
         form["augmentation.inu"].toggled.connect(self.update_fields)
         form["augmentation.inu_nodes"].textChanged.connect(self.update_fields)
@@ -100,6 +102,7 @@ class ModelTab(QWidget):
         except ValueError:
             self.inu_k_label.setText("INU fields: K = ?")
         form["data.slice_axis"].setEnabled(form.editors["data.ndim"].read() == 2)
+        form["synthesis.intensity_prior_spread"].setEnabled(form.editors["synthesis.intensity_prior"].read() == "real")
         learned = form.editors["training.method"].read() == "learn2synth"
         for key in ("training.lr_augmentation", "training.lr_augmentation_schedule", "training.hypergradient",
                     "training.hyper_every", "training.hyper_start"):

@@ -41,6 +41,13 @@ def test_training_widget_uses_the_sample(make_napari_viewer):
     assert widget.form["network.widths"].text() == " ".join(map(str, network["widths"]))
     assert widget.form["network.norm"].currentText() == network["norm"]
     assert widget.start_button.isEnabled(), widget.start_button.toolTip()
+    # the demo's tissue intensities come from the real pairs (SynthSeg-rule), editable on the form
+    assert widget.form.editors["synthesis.intensity_prior"].read() == "real"
+    assert widget.form["synthesis.intensity_prior_spread"].isEnabled()
+    assert widget.settings_dict()["synthesis"]["intensity_prior"] == "real"
+    widget.apply_settings({"synthesis": {"intensity_prior": "uniform"}})
+    assert not widget.form["synthesis.intensity_prior_spread"].isEnabled()
+    assert widget.settings_dict()["synthesis"]["intensity_prior"] == "uniform"
 
 
 def test_voxel_size_setting_round_trip(make_napari_viewer):
