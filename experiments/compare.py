@@ -116,6 +116,9 @@ def _mni152_specs(args, methods: list[str]) -> tuple[list[Task], dict]:
 
     cache = Path(args.out).resolve() / "sample"
     demo = sample_config(cache / "pairs")
+    # the committed comparison predates the demo's SynthSeg-rule intensity prior: every synthesis
+    # method here draws SynthSeg's uniform contrasts (the same specs, so its runs and figures reproduce)
+    demo["synthesis"].pop("intensity_prior", None)
     if args.steps:
         demo["training"]["steps"] = args.steps
     demo["training"].update({"preview_every": 1000000, "checkpoint_every": 1000000, "log_every": 1,
