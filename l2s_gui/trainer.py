@@ -45,7 +45,7 @@ from .losses import hard_dice, soft_dice_loss
 from .model_io import build_network, export_model, load_warm_start
 from .recovery_corruption import PresetCorruption
 from .runs import RunFolder
-from .synthesis import build_generator
+from .synthesis import build_generator, set_intensity_prior
 from .synthesis.intensity_prior import class_intensities, describe, generation_prior
 from .synthmix import AlignedSynthesis, aligned_mix, mix_count, recovery_aligned_pairs
 
@@ -209,9 +209,9 @@ class Trainer:
                               f"training pairs, and all {self.data.n_val} pairs are held out for validation: "
                               f"lower data.val_fraction or list more pairs")
         stats = class_intensities([p.image for p in pairs], [p.labels for p in pairs], self.n_classes)
-        self.synth.set_intensity_prior(*generation_prior(stats, self.data.generation_classes))
+        set_intensity_prior(self.synth, *generation_prior(stats, self.data.generation_classes))
         if self.aligned is not None:  # SynthMix's aligned images: one generation label per class
-            self.aligned.generator.set_intensity_prior(stats.mean, stats.std)
+            set_intensity_prior(self.aligned.generator, stats.mean, stats.std)
         return describe(stats, self.table.names)
 
     def _build_inspector(self):

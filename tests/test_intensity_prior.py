@@ -11,7 +11,7 @@ from helpers import blob_labels  # noqa: F401  (the `dataset` fixture is in conf
 from l2s_gui.config import Config, SynthesisConfig
 from l2s_gui.errors import ConfigError
 from l2s_gui.events import LogEvent
-from l2s_gui.synthesis import SynthSegGenerator, build_generator
+from l2s_gui.synthesis import SynthSegGenerator, ToClasses, build_generator
 from l2s_gui.synthesis.intensity_prior import class_intensities, describe, generation_prior
 from l2s_gui.trainer import Trainer
 
@@ -100,7 +100,7 @@ def test_trainer_estimates_the_prior_from_the_training_pairs_only(dataset):
     pairs = trainer.data.train_pairs
     assert pairs and trainer.data.n_val  # some pairs are held out for validation
     expected = class_intensities([p.image for p in pairs], [p.labels for p in pairs], trainer.n_classes)
-    gen = trainer.synth.generator if hasattr(trainer.synth, "generator") else trainer.synth
+    gen = trainer.synth.generator if isinstance(trainer.synth, ToClasses) else trainer.synth
     want = expected.mean[trainer.data.generation_classes]
     assert torch.allclose(gen.prior_mean.cpu(), want, equal_nan=True)
     with_val = class_intensities([p.image for p in pairs + trainer.data.val_pairs],
@@ -124,3 +124,13 @@ def test_real_prior_without_real_pairs_or_with_cornucopia_is_refused_by_name(dat
         Trainer(Config.from_dict(data))
     assert words in str(err.value)
 
+
+
+def test_synthmix_aligned_images_get_the_class_prior(dataset):
+    data = _config(dataset).to_dict()
+    data["training"]["method"] = "synthmix"
+    trainer = Trainer(Config.from_dict(data))
+    assert trainer.aligned is not None
+    pairs = trainer.data.train_pairs
+    expected = class_intensities([p.image for p in pairs], [p.labels for p in pairs], trainer.n_classes)
+    assert torch.allclose(trainer.aligned.generator.prior_mean, expected.mean, equal_nan=True)

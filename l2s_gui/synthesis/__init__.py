@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from .cornucopia_backend import CornucopiaGenerator
 from .generator import SynthSegGenerator, jacobian_determinant
 
-__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_generator", "jacobian_determinant"]
+__all__ = ["SynthSegGenerator", "CornucopiaGenerator", "ToClasses", "build_generator", "jacobian_determinant",
+           "set_intensity_prior"]
 
 
 class ToClasses(nn.Module):
@@ -36,13 +37,19 @@ class ToClasses(nn.Module):
         self.generator = generator
         self.register_buffer("classes", classes.to(torch.int64))
 
-    def set_intensity_prior(self, means: Tensor, stds: Tensor) -> None:
-        """Forwarded to the wrapped generator (per generation label)."""
-        self.generator.set_intensity_prior(means, stds)
-
     def forward(self, labels: Tensor, generator: torch.Generator, **kwargs) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         image, deformed = self.generator(labels, generator, **kwargs)
         return image, self.classes[deformed]
+
+
+def set_intensity_prior(synth: nn.Module, means: Tensor, stds: Tensor) -> None:
+    """Give the batched generator inside ``synth`` (a :func:`build_generator` result) the GMM
+    hyperprior of ``synthesis.intensity_prior: real`` (per generation label; see
+    :meth:`SynthSegGenerator.set_intensity_prior`)."""
+    inner = synth.generator if isinstance(synth, ToClasses) else synth
+    if not isinstance(inner, SynthSegGenerator):
+        raise ConfigError("synthesis.intensity_prior: 'real' needs synthesis.backend: torch")
+    inner.set_intensity_prior(means, stds)
 
 
 def build_generator(cfg: SynthesisConfig, n_labels: int, ndim: int,
