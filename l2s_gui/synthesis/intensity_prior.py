@@ -1,7 +1,7 @@
 """Intensity priors of the generator's Gaussian mixture estimated from real labelled scans.
 
 SynthSeg draws every class mean from ``U(mean_range)``: any contrast. Its "SynthSeg-rule" variant
-(Billot et al. 2023, ``papers/synthseg.txt`` Sec. 3.3, Fig. 3) draws them instead from a Gaussian
+(Billot et al., ``papers/synthseg.txt`` Sec. 3.2, Fig. 3) draws them instead from a Gaussian
 hyperprior built from real scans and their ground-truth labels, so that the synthetic images have
 the contrast of the scans to be segmented. ``synthesis.intensity_prior: real`` does this from the
 run's real *training* pairs (never the validation pairs): per class, the mean ``m_c`` and standard
