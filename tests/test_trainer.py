@@ -236,3 +236,25 @@ def test_preview_shows_the_synthetic_sample_with_the_most_foreground(dataset):
     event = trainer.preview()
     np.testing.assert_array_equal(event.synthetic, x[1, 0].numpy())
     assert not np.array_equal(event.synthetic, x[0, 0].numpy())
+
+
+def test_validation_mean_averages_the_classes_the_labels_hold(dataset):
+    """A class the network predicts but the validation labels lack is an error of the true class
+    (its Dice), not a Dice of 0 of its own that would count the same voxels twice."""
+    trainer = Trainer(make_config(dataset))
+    labels = torch.zeros(2, 8, 8, dtype=torch.int64)
+    labels[:, 2:6, 2:6] = 1                               # classes 0 and 1 only
+    trainer._val_cache = (torch.zeros(2, 1, 8, 8), labels)
+    pred = labels.clone()
+    pred[:, 2, 2:6] = 2                                   # 4 of 16 class-1 pixels predicted as class 2
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(pred, trainer.n_classes).permute(0, 3, 1, 2).float()
+
+    trainer.net = Fixed()
+    event = trainer.validate()
+    value = str(trainer.table.values[1])
+    assert list(event.dice) == [value]
+    assert event.dice[value] == pytest.approx(2 * 12 / (12 + 16))
+    assert event.mean_dice == pytest.approx(event.dice[value])
