@@ -210,8 +210,10 @@ class Trainer:
                               f"lower data.val_fraction or list more pairs")
         stats = class_intensities([p.image for p in pairs], [p.labels for p in pairs], self.n_classes)
         set_intensity_prior(self.synth, *generation_prior(stats, self.data.generation_classes))
+        self.synth.to(self.device)  # the prior's buffers on the device once, not copied every draw
         if self.aligned is not None:  # SynthMix's aligned images: one generation label per class
             set_intensity_prior(self.aligned.generator, stats.mean, stats.std)
+            self.aligned.to(self.device)
         return describe(stats, self.table.names)
 
     def _build_inspector(self):

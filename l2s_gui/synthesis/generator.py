@@ -353,8 +353,9 @@ class SynthSegGenerator(nn.Module):
         means = _uniform((batch, self.n_classes), mean_low, mean_high, generator, device)
         stds = _uniform((batch, self.n_classes), std_low, std_high, generator, device)
         if self.prior_mean is not None and self.prior_std is not None:  # SynthSeg-rule hyperprior
-            known = ~torch.isnan(self.prior_mean.to(device))
-            drawn = (self.prior_mean.to(device).nan_to_num(0.5)
+            prior_mean = self.prior_mean.to(device)  # a no-op once the module is on the device
+            known = ~torch.isnan(prior_mean)
+            drawn = (prior_mean.nan_to_num(0.5)
                      + c.intensity_prior_spread * _normal((batch, self.n_classes), generator, device)).clamp(0, 1)
             spread = self.prior_std.to(device) * _uniform((batch, self.n_classes), 0.0, 1.0, generator, device)
             means = torch.where(known, drawn, means)
