@@ -149,9 +149,10 @@ def learn2synth_specs(exp: dict, data: dict, bases: dict[int, dict], runs_dir: P
     specs = []
     for seed in _seeds(exp):
         for p in exp["presets"] + exp.get("extra_presets", []):
-            cfg = deep_merge(base, {"augmentation": _start_augmentation(exp, p),
-                                    "training": {"method": "learn2synth",
-                                                 **_finetune(exp, seed, bases[seed], runs_dir, True)},
+            training = {"method": "learn2synth", **_finetune(exp, seed, bases[seed], runs_dir, True)}
+            if "lr_inu_scale" in exp:   # the L runs' own setting: N and O keep their run identity
+                training["lr_inu_scale"] = float(exp["lr_inu_scale"])
+            cfg = deep_merge(base, {"augmentation": _start_augmentation(exp, p), "training": training,
                                     "recovery": preset_recovery(p, nodes)})
             specs.append({"name": f"{exp['name']}_L_{_safe(p['name'])}_s{seed}", "label": f"L {p['name']} s{seed}",
                           "role": "L", "preset": p, "start": p.get("start", {}), "config": cfg,

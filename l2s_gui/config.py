@@ -255,6 +255,11 @@ class TrainingConfig:
     instead of walking by about the learning rate per hyper-step."""
     lr_augmentation_final: float = setting(0.1, gt=0, le=1)
     """Final fraction of lr_augmentation under the cosine schedule."""
+    lr_inu_scale: float = setting(1.0, gt=0, le=100)
+    """The INU exponents' learning rate as a multiple of theta's (eq. 6-7, updated by eq. 5). Adam
+    moves every parameter by about its learning rate per hyper-step whatever its scale: sigma's
+    presets are about 0.1, the exponents' about 0.5, so the exponents cover their range several
+    times more slowly at one shared rate. The schedule applies to both."""
     inner_optimizer: Literal["adam", "sgd"] = setting("adam")
     """The update() of eq. 2, differentiated through for the hypergradient."""
     hypergradient: Literal["exact", "naive", "approx"] = setting("exact")

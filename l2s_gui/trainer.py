@@ -33,7 +33,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .augment import build_augmentation
+from .augment import build_augmentation, theta_groups
 from .augment.base import Augmentation
 from .config import SYNTHESIS_METHODS, Config, check_data_present
 from .data import TrainingData
@@ -174,7 +174,8 @@ class Trainer:
         self.inner = InnerOptimizer(t.inner_optimizer, t.lr_segmentation)
         theta = [p for p in self.aug.parameters() if p.requires_grad]
         self.learns_theta = self.method == "learn2synth" and bool(theta)
-        self.outer = torch.optim.Adam(theta, lr=t.lr_augmentation, eps=OUTER_ADAM_EPS) if theta else None
+        self.outer = (torch.optim.Adam(theta_groups(self.aug, t.lr_inu_scale), lr=t.lr_augmentation,
+                                       eps=OUTER_ADAM_EPS) if theta else None)
         self.gen_data = torch.Generator().manual_seed(t.seed * 1000 + self.rank)
         self.gen_device = torch.Generator(device=self.device).manual_seed(t.seed * 1000 + 500 + self.rank)
         self.step = 0
@@ -389,7 +390,7 @@ class Trainer:
                 p.grad = hypergradient[name].to(p.dtype)
             assert self.outer is not None  # learns_theta: theta has parameters
             for group in self.outer.param_groups:
-                group["lr"] = self.theta_lr(self.step)
+                group["lr"] = self.theta_lr(self.step) * group.get("lr_scale", 1.0)
             self.outer.step()
             self.outer.zero_grad(set_to_none=True)
             self.aug.constrain_()

@@ -54,6 +54,7 @@ LABELS: dict[str, str] = {
     "training.lr_augmentation": "learning rate θ (augmentation)",
     "training.lr_augmentation_schedule": "θ rate schedule",
     "training.lr_augmentation_final": "θ rate at the end (×)",
+    "training.lr_inu_scale": "INU exponents' rate (× θ rate)",
     "training.inner_optimizer": "inner update",
     "training.hypergradient": "hypergradient",
     "training.hypergradient_route": "exact route",

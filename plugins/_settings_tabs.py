@@ -18,7 +18,7 @@ SAMPLE_KEYS = ["data.ndim", "data.slice_axis", "data.patch_size", "data.batch_si
 NETWORK_KEYS = ["network.widths", "network.norm", "network.activation"]
 OPTIMISATION_KEYS = ["training.steps", "training.lr_segmentation", "training.lr_segmentation_schedule",
                      "training.lr_segmentation_final", "training.lr_augmentation",
-                     "training.lr_augmentation_schedule", "training.lr_augmentation_final"]
+                     "training.lr_augmentation_schedule", "training.lr_augmentation_final", "training.lr_inu_scale"]
 ADVANCED_KEYS = ["training.inner_optimizer", "training.hypergradient", "training.hypergradient_route",
                  "training.hyper_every",
                  "training.hyper_start", "training.seed", "training.precision"]
@@ -108,6 +108,8 @@ class ModelTab(QWidget):
                     "training.hyper_every", "training.hyper_start"):
             if key in form.editors:
                 form[key].setEnabled(learned)
+        if "training.lr_inu_scale" in form.editors:
+            form["training.lr_inu_scale"].setEnabled(learned and inu)
         synthmix = form.editors["training.method"].read() == "synthmix"
         for key in SYNTHMIX_KEYS:
             form[key].setEnabled(synthmix)

@@ -178,6 +178,9 @@ def test_every_mode_of_every_experiment_builds_valid_configs(tmp_path):
                     assert a["sigma_init"] <= lo - 0.04 or a["sigma_init"] >= hi + 0.04
                     for c0, c in zip(a.get("inu_c_init", []) if a.get("inu") else [], p.get("inu_c", [])):
                         assert abs(c0 - c) >= 0.04
+            for s in specs:   # an experiment's lr_inu_scale is the L runs' setting only
+                want = exp.get("lr_inu_scale") if s["role"] == "L" else None
+                assert s["config"]["training"].get("lr_inu_scale") == want, (name, mode, s["name"])
 
 
 def test_majority_downsampling_and_prep_keeps_generation_labels(tmp_path):

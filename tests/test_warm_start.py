@@ -97,6 +97,30 @@ def test_cosine_schedule_of_theta_learning_rate(dataset):
     assert {constant.theta_learning_rate(s) for s in range(5)} == {0.01}
 
 
+def test_lr_inu_scale_multiplies_the_exponents_rate_only(dataset, tmp_path):
+    # Adam's first step moves every parameter by its learning rate (m_hat / sqrt(v_hat) = sign(g)),
+    # so after one hyper-step sigma has moved by lr and each exponent by lr * lr_inu_scale.
+    cfg = recovery_config(dataset, steps=1, hyper_start=0, lr_augmentation=0.004, lr_inu_scale=5.0)
+    tr = Trainer(cfg)
+    before = tr.theta()
+    list(tr.run())
+    after = tr.theta()
+    assert abs(after["sigma"] - before["sigma"]) == pytest.approx(0.004, rel=1e-3)
+    assert [abs(a - b) for a, b in zip(after["c"], before["c"])] == [pytest.approx(0.02, rel=1e-3)] * 2
+    assert sorted(g["lr"] for g in tr.outer.param_groups) == [pytest.approx(0.004), pytest.approx(0.02)]
+    # the schedule scales both groups, and a run with two groups resumes from its checkpoint
+    cfg = recovery_config(dataset, steps=6, hyper_start=1, lr_augmentation=0.02, lr_inu_scale=3.0,
+                          lr_augmentation_schedule="cosine", lr_augmentation_final=0.1, checkpoint_every=3)
+    run = RunFolder(tmp_path / "r")
+    run.create(cfg)
+    list(Trainer(cfg, run=run).run())
+    resumed = Trainer(cfg, run=run, resume=True)
+    assert resumed.step == 6 and len(resumed.outer.param_groups) == 2
+    assert sorted(g["lr"] for g in resumed.outer.param_groups) == [pytest.approx(0.002), pytest.approx(0.006)]
+    single = Trainer(recovery_config(dataset, lr_inu_scale=1.0))
+    assert len(single.outer.param_groups) == 1   # checkpoints written before the key resume unchanged
+
+
 def test_recovery_validation_never_sees_a_synthesis_map(dataset):
     tr = Trainer(recovery_config(dataset))
     held = {str(p) for p in tr.data.held_out_map_paths}

@@ -18,6 +18,7 @@ __all__ = [
     "ParametricAugmentation",
     "ResidualAugmentation",
     "build_augmentation",
+    "theta_groups",
 ]
 
 
@@ -46,3 +47,16 @@ def build_augmentation(cfg: AugmentationConfig, ndim: int) -> Augmentation:
             noise = GaussianNoise(cfg.sigma_init, per_image=cfg.noise == "per_image")
         return ParametricAugmentation(inu, noise)
     raise ValueError(f"augmentation.kind must be 'parametric', 'nonparametric' or 'none', got {cfg.kind!r}")
+
+
+def theta_groups(aug: Augmentation, inu_scale: float) -> list[dict]:
+    """theta's Adam parameter groups: the INU exponents c (eq. 6-7) in a group of their own whose
+    rate is ``inu_scale`` times theta's (``training.lr_inu_scale``); one group when the scale is 1
+    (so that checkpoints written before the key existed resume unchanged)."""
+    learnable = [p for p in aug.parameters() if p.requires_grad]
+    inu = {id(m.c) for m in aug.modules() if isinstance(m, IntensityNonUniformity)}
+    exponents = [p for p in learnable if id(p) in inu]
+    rest = [p for p in learnable if id(p) not in inu]
+    if inu_scale == 1.0 or not exponents:
+        return [{"params": learnable, "lr_scale": 1.0}]
+    return ([{"params": rest, "lr_scale": 1.0}] if rest else []) + [{"params": exponents, "lr_scale": float(inu_scale)}]

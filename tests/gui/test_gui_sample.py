@@ -89,3 +89,9 @@ def test_warm_start_schedule_and_list_settings_round_trip(make_napari_viewer, tm
     Config.from_dict(got)
     widget.apply_settings({"augmentation": {"inu_c_init": 0.4}})   # an old config's single value
     assert widget.settings_dict()["augmentation"]["inu_c_init"] == [0.4]
+    widget.apply_settings({"augmentation": {"kind": "parametric", "inu": True},
+                           "training": {"method": "learn2synth", "lr_inu_scale": 4.0}})
+    assert widget.form["training.lr_inu_scale"].isEnabled()
+    assert widget.settings_dict()["training"]["lr_inu_scale"] == pytest.approx(4.0)
+    widget.apply_settings({"augmentation": {"inu": False}})   # no exponents to learn: the rate is off
+    assert not widget.form["training.lr_inu_scale"].isEnabled()
