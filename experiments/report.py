@@ -326,18 +326,32 @@ def plot_theta(exp: dict, L: list[dict], path_sigma: Path, path_c: Path | None) 
 
 
 def plot_validation(exp: dict, runs: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        f = Path(r["folder"]) / "validation.csv"
-        if not f.is_file() or not f.read_text().strip():
-            continue
-        rows = read_csv(f)
-        ax.plot([int(v["step"]) for v in rows], [float(v["mean_dice"]) for v in rows], lw=1,
-                label=r.get("label", r["name"]))
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean Dice (validation at the run's preset)")
-    ax.set_title(f"{exp.get('title', exp['name'])} [{exp['mode']} mode]", fontsize=9)
-    ax.legend(fontsize=6, ncol=3)
+    """Validation Dice at the end of each L, N and O run, one column of points per preset and role
+    (one point per seed, a bar at their mean); drawn from the run results alone (``last_val_dice``),
+    so ``runs.json`` is enough to redraw it."""
+    roles = [("N", "naive SynthSeg (N)"), ("L", "Learn2Synth (L)"), ("O", "trained at learned theta (O)")]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = list(dict.fromkeys(r["preset"]["name"] for r in runs if r.get("role") in dict(roles)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2.5), 4))
+    width = 0.8 / len(roles)
+    for j, (role, label) in enumerate(roles):
+        first = True
+        for i, name in enumerate(names):
+            vals = [r["last_val_dice"] for r in runs if r.get("role") == role
+                    and r["preset"]["name"] == name and r.get("last_val_dice") is not None]
+            if not vals:
+                continue
+            x = i + (j - (len(roles) - 1) / 2) * width
+            ax.scatter([x] * len(vals), vals, s=14, color=colors[j], alpha=0.8, label=label if first else None)
+            ax.hlines(float(np.mean(vals)), x - width * 0.4, x + width * 0.4, color=colors[j], lw=2)
+            first = False
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("preset of the \"real\" images (each run validated at its own preset)")
+    ax.set_ylabel("validation Dice at the end of the run")
+    ax.set_title(f"{exp.get('title', exp['name'])}\n[{exp['mode']} mode] points: seeds; bars: their mean",
+                 fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
