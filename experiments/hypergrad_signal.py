@@ -12,6 +12,11 @@ when the gradient's sign is what carries information (``m / sqrt(v)``), so a com
 which way L_real wants it to go. Each theta is probed at its L run's start and at the preset, where a
 recoverable component's mean hypergradient changes sign or vanishes.
 
+``--network end`` probes instead each L run's finished network and theta (its run folder, trained by
+``experiments.run``), at the learned theta and at the preset: the network there has co-adapted with
+theta through the hyper phase, so a component whose SNR is near zero at both ends has a flat L_real
+between them (not identifiable there), while one pulled back towards the preset was stopped short.
+
     python -m experiments.hypergrad_signal --out runs/experiments --experiment noise_inu --mode cpu \
         --presets 0.10,0.15 --seeds 0,1,2 --draws 48 --write docs/experiments/cpu/hypergrad_signal.md
 """
@@ -19,6 +24,7 @@ recoverable component's mean hypergradient changes sign or vanishes.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -31,7 +37,7 @@ from l2s_gui.hypergrad import hyper_step
 from l2s_gui.trainer import Trainer
 
 from . import run as experiment_run
-from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish
+from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish, spec_id
 from .prep import DEFAULT_CACHE
 
 
@@ -95,9 +101,29 @@ def components(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return flat
 
 
+def finished_run(spec: dict, runs_dir: Path) -> dict:
+    """``spec`` continued from its own finished L run (network and theta from its run folder, no plain
+    steps first), for ``--network end``."""
+    folder = (runs_dir / spec_id(spec)).resolve()
+    if not (folder / "model.safetensors").is_file():
+        raise SystemExit(f"{spec['name']}: its L run {folder} has not finished "
+                         "(python -m experiments.run trains it)")
+    spec = json.loads(json.dumps(spec))
+    spec["config"]["training"].update(init_from=str(folder / "model.safetensors"),
+                                      init_theta_from=str(folder), hyper_start=0)
+    return spec
+
+
 def measure(specs: list[dict], draws: int, fix: str = "none",
-            where_list: tuple[str, ...] = ("start", "preset")) -> list[dict]:
-    """One row per L run spec, theta position (its start, the preset) and component."""
+            where_list: tuple[str, ...] = ("start", "preset"), network: str = "warmed",
+            runs_dir: Path | None = None) -> list[dict]:
+    """One row per L run spec, theta position and component. ``network`` 'warmed': the base warmed
+    up as the run does, theta at the run's start and at the preset; 'end': the run's finished
+    network (in ``runs_dir``), theta where the run left it ('learned') and at the preset."""
+    positions = ("start", "preset") if network == "warmed" else ("learned", "preset")
+    if not set(where_list) <= set(positions):
+        raise SystemExit(f"--at {','.join(where_list)}: with --network {network} theta is probed at "
+                         f"{' and/or '.join(positions)}")
     rows = []
     for spec in specs:
         base = spec["config"]["training"]["init_from"]
@@ -106,7 +132,9 @@ def measure(specs: list[dict], draws: int, fix: str = "none",
                              "(python -m experiments.run trains it)")
         preset, seed = spec["preset"], spec["config"]["training"]["seed"]
         at_preset = {"sigma": preset.get("sigma", spec["start"].get("sigma")), "c": preset.get("inu_c")}
-        for where, theta in (("start", spec["start"]), ("preset", at_preset)):
+        if network == "end":
+            spec = finished_run(spec, runs_dir if runs_dir is not None else Path(base).parent.parent)
+        for where, theta in (("start", spec["start"]), ("learned", {}), ("preset", at_preset)):
             if where not in where_list:
                 continue
             grads, values = hypergradients(spec, {k: v for k, v in theta.items() if v is not None}, draws, fix)
@@ -122,23 +150,24 @@ def measure(specs: list[dict], draws: int, fix: str = "none",
     return rows
 
 
-def markdown(rows: list[dict], draws: int, command: str = "") -> str:
+def markdown(rows: list[dict], draws: int, command: str = "", network: str = "warmed") -> str:
+    network_text = ("the base warmed up as the L run does" if network == "warmed"
+                    else "each L run's finished network, co-adapted with theta")
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"`{command}` (torch {torch.__version__}, {platform.machine()} CPU, "
              f"{torch.get_num_threads()} thread(s)).", ""] if command else []
     lines += [f"Hypergradient of L_real per theta component: {draws} independent draws (synthetic and "
-             "\"real\" batches) from one warmed-up network per seed. SNR = mean / standard deviation "
+             "\"real\" batches) from one network per seed (" + network_text + "). SNR = mean / standard deviation "
              "of the draws; gradient descent moves a component against the sign of its mean, and Adam "
              "by about lr x SNR per hyper-step.", "",
-             "| preset | theta at | component | value | mean hypergradient | "
+             "| preset | theta at | component | value (mean over seeds) | mean hypergradient | "
              + " | ".join(f"SNR s{s}" for s in seeds) + " | SNR, mean |",
              "|---" * (6 + len(seeds)) + "|"]
     keys = sorted({(r["preset"], r["theta at"], r["component"]) for r in rows},
-                  key=lambda k: (k[0], k[1] != "start", k[2] != "sigma", k[2]))
+                  key=lambda k: (k[0], k[1] == "preset", k[2] != "sigma", k[2]))
     for preset, where, comp in keys:
         sel = {r["seed"]: r for r in rows if (r["preset"], r["theta at"], r["component"]) == (preset, where, comp)}
-        any_row = next(iter(sel.values()))
-        lines.append(f"| {preset} | {where} | {comp} | {any_row['value']:.3f} | "
+        lines.append(f"| {preset} | {where} | {comp} | {np.mean([r['value'] for r in sel.values()]):.3f} | "
                      f"{np.mean([r['mean'] for r in sel.values()]):+.2e} | "
                      + " | ".join(f"{sel[s]['snr']:+.2f}" if s in sel else "-" for s in seeds)
                      + f" | {np.mean([r['snr'] for r in sel.values()]):+.2f} |")
@@ -159,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--draws", type=int, default=48, help="hypergradients per theta (default: 48)")
     ap.add_argument("--fix", default="none", choices=["none", "synthetic", "real"],
                     help="reuse one synthetic or one 'real' batch for every draw (variance shares)")
-    ap.add_argument("--at", default="start,preset", help="where theta is probed (default: start,preset)")
+    ap.add_argument("--network", default="warmed", choices=["warmed", "end"],
+                    help="'warmed': the base after the run's plain steps; 'end': each L run's finished "
+                         "network (default: warmed)")
+    ap.add_argument("--at", default=None, help="where theta is probed (default: start,preset; with "
+                                               "--network end: learned,preset)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     ap.add_argument("--write", default=None, help="also write the markdown table to this file")
     args = ap.parse_args(argv)
@@ -171,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if not specs:
         raise SystemExit(f"{args.experiment} ({args.mode} mode) has no L runs for presets {args.presets} "
                          f"and seeds {args.seeds}")
-    rows = measure(specs, args.draws, args.fix, tuple(args.at.split(",")))
+    at = args.at or ("start,preset" if args.network == "warmed" else "learned,preset")
+    rows = measure(specs, args.draws, args.fix, tuple(at.split(",")), args.network, Path(args.out) / "runs")
     command = "python -m experiments.hypergrad_signal " + " ".join(a for a in (argv or sys.argv[1:]))
-    publish(markdown(rows, args.draws, command.split(" --write")[0]), args.write)
+    publish(markdown(rows, args.draws, command.split(" --write")[0], args.network), args.write)
     return 0
 
 

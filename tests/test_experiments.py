@@ -293,3 +293,25 @@ def test_hypergradient_signal_reports_every_component_at_start_and_preset(quick,
         assert np.isfinite(r["mean"]) and r["std"] > 0 and r["snr"] == pytest.approx(r["mean"] / r["std"])
     text = table.read_text()
     assert "| 0.15 | start | sigma |" in text and "| 0.15 | preset | c3 | 0.500 |" in text
+
+
+@pytest.mark.slow
+def test_hypergradient_signal_from_the_finished_run_starts_at_its_learned_theta(quick):
+    """--network end: each L run's finished network and theta (its run folder), probed where the
+    run left theta ('learned': its final sigma and c_k) and at the preset; 'start' is refused."""
+    from experiments import hypergrad_signal
+
+    specs = [s for s in hypergrad_signal.l_specs("noise_inu", "quick", quick["out"], quick["common"][3],
+                                                 str(quick["cache"]), factor=1)
+             if s["preset"]["name"] == "0.15"]
+    rows = hypergrad_signal.measure(specs, 2, where_list=("learned", "preset"), network="end",
+                                    runs_dir=quick["out"] / "runs")
+    final = json.loads((quick["out"] / "runs" / spec_id(specs[0]) / "result.json").read_text())["final"]
+    learned = {r["component"]: r["value"] for r in rows if r["theta at"] == "learned"}
+    assert set(learned) == {"sigma", "c1", "c2", "c3"}
+    for k, v in learned.items():
+        assert v == pytest.approx(final[k], abs=1e-5)
+    assert {r["component"]: r["value"] for r in rows if r["theta at"] == "preset"}["sigma"] == pytest.approx(0.15)
+    assert all(np.isfinite(r["mean"]) for r in rows)
+    with pytest.raises(SystemExit, match="--network end"):
+        hypergrad_signal.measure(specs, 2, where_list=("start",), network="end", runs_dir=quick["out"] / "runs")
