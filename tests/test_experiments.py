@@ -255,6 +255,27 @@ def test_ablation_variants_undo_one_choice_each(tmp_path):
     assert len({spec_id(s) for s in v.values()}) == 3
 
 
+def test_inu_rate_keeps_the_experiments_own_runs_and_reports_mean_and_worst_seed(tmp_path):
+    """experiments.inu_rate: the mode's own lr_inu_scale leaves the L spec (and so its cached run)
+    as it is; another scale is a new run; the table's figures are the seeds' mean, error and range."""
+    from experiments.inu_rate import at_scale, table
+
+    exp = load_experiment("noise_inu", "cpu3mm")
+    own = float(exp["lr_inu_scale"])
+    data = {"train": ["a.nii.gz"], "test": ["b.nii.gz"], "table": "freesurfer_4class", "shape": [56, 48],
+            "factor": 3}
+    spec = exp_run.learn2synth_specs(exp, data, exp_run.base_specs(exp, data), tmp_path)[0]
+    assert at_scale(spec, own, own) is spec
+    faster = at_scale(spec, 2 * own, own)
+    assert faster["config"]["training"]["lr_inu_scale"] == 2 * own
+    assert spec["config"]["training"]["lr_inu_scale"] == own and spec_id(faster) != spec_id(spec)
+    preset = {"name": "0.05", "inu_c": [0.5, 0.5, 0.5]}
+    runs = [{"learned": {"sigma": 0.05, "c1": c1, "c2": 0.5, "c3": 0.4}} for c1 in (0.3, 0.5, 0.7)]
+    text = table([(preset, 10.0, r) for r in runs])
+    assert "| 0.05 | 10 | 3 | 0.050 | 0.50 / 0.50 / 0.40 | 0.00 / 0.00 / 0.10 | 0.20 / 0.00 / 0.10 | " \
+           "0.30-0.70 / 0.50-0.50 / 0.40-0.40 |" in text
+
+
 @pytest.mark.slow
 def test_finished_only_reports_without_training(quick, tmp_path):
     """A report of what has finished (e.g. an experiment stopped at its time budget): nothing is
