@@ -68,11 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default="0.05,0.10", help="noise + INU preset names (default: 0.05,0.10)")
     ap.add_argument("--seeds", default=None, help="seeds, comma-separated (default: the mode's)")
     ap.add_argument("--scales", default="5,10", help="lr_inu_scale values, comma-separated (default: 5,10)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="override the L runs' finetune.steps (more hyper-steps; hyper_start kept)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--write", default=None, help="also write the markdown table to this file")
     args = ap.parse_args(argv)
     exp = load_experiment("noise_inu", args.mode)
+    if args.steps:
+        exp["finetune"] = {**exp["finetune"], "steps": args.steps}
     if args.seeds:
         exp["seeds"] = [int(s) for s in args.seeds.split(",")]
     names = args.presets.split(",")
