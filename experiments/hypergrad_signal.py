@@ -24,7 +24,7 @@ between them (not identifiable there), while one pulled back towards the preset 
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import platform
 import sys
 from pathlib import Path
@@ -37,7 +37,7 @@ from l2s_gui.hypergrad import hyper_step
 from l2s_gui.trainer import Trainer
 
 from . import run as experiment_run
-from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish, spec_id
+from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish, run_folder
 from .prep import DEFAULT_CACHE
 
 
@@ -101,25 +101,24 @@ def components(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return flat
 
 
-def finished_run(spec: dict, runs_dir: Path) -> dict:
-    """``spec`` continued from its own finished L run (network and theta from its run folder, no plain
-    steps first), for ``--network end``."""
-    folder = (runs_dir / spec_id(spec)).resolve()
+def finished_run(spec: dict) -> dict:
+    """``spec`` continued from its own finished L run (network and theta from its run folder, beside
+    its base's, no plain steps first), for ``--network end``."""
+    folder = run_folder(spec, Path(spec["config"]["training"]["init_from"]).parent.parent)
     if not (folder / "model.safetensors").is_file():
         raise SystemExit(f"{spec['name']}: its L run {folder} has not finished "
                          "(python -m experiments.run trains it)")
-    spec = json.loads(json.dumps(spec))
+    spec = copy.deepcopy(spec)
     spec["config"]["training"].update(init_from=str(folder / "model.safetensors"),
                                       init_theta_from=str(folder), hyper_start=0)
     return spec
 
 
 def measure(specs: list[dict], draws: int, fix: str = "none",
-            where_list: tuple[str, ...] = ("start", "preset"), network: str = "warmed",
-            runs_dir: Path | None = None) -> list[dict]:
+            where_list: tuple[str, ...] = ("start", "preset"), network: str = "warmed") -> list[dict]:
     """One row per L run spec, theta position and component. ``network`` 'warmed': the base warmed
     up as the run does, theta at the run's start and at the preset; 'end': the run's finished
-    network (in ``runs_dir``), theta where the run left it ('learned') and at the preset."""
+    network (in the runs folder of its base), theta where the run left it ('learned') and at the preset."""
     positions = ("start", "preset") if network == "warmed" else ("learned", "preset")
     if not set(where_list) <= set(positions):
         raise SystemExit(f"--at {','.join(where_list)}: with --network {network} theta is probed at "
@@ -133,7 +132,7 @@ def measure(specs: list[dict], draws: int, fix: str = "none",
         preset, seed = spec["preset"], spec["config"]["training"]["seed"]
         at_preset = {"sigma": preset.get("sigma", spec["start"].get("sigma")), "c": preset.get("inu_c")}
         if network == "end":
-            spec = finished_run(spec, runs_dir if runs_dir is not None else Path(base).parent.parent)
+            spec = finished_run(spec)
         for where, theta in (("start", spec["start"]), ("learned", {}), ("preset", at_preset)):
             if where not in where_list:
                 continue
@@ -205,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.experiment} ({args.mode} mode) has no L runs for presets {args.presets} "
                          f"and seeds {args.seeds}")
     at = args.at or ("start,preset" if args.network == "warmed" else "learned,preset")
-    rows = measure(specs, args.draws, args.fix, tuple(at.split(",")), args.network, Path(args.out) / "runs")
+    rows = measure(specs, args.draws, args.fix, tuple(at.split(",")), args.network)
     command = "python -m experiments.hypergrad_signal " + " ".join(a for a in (argv or sys.argv[1:]))
     publish(markdown(rows, args.draws, command.split(" --write")[0], args.network), args.write)
     return 0

@@ -325,8 +325,7 @@ def test_hypergradient_signal_from_the_finished_run_starts_at_its_learned_theta(
     specs = [s for s in hypergrad_signal.l_specs("noise_inu", "quick", quick["out"], quick["common"][3],
                                                  str(quick["cache"]), factor=1)
              if s["preset"]["name"] == "0.15"]
-    rows = hypergrad_signal.measure(specs, 2, where_list=("learned", "preset"), network="end",
-                                    runs_dir=quick["out"] / "runs")
+    rows = hypergrad_signal.measure(specs, 2, where_list=("learned", "preset"), network="end")
     final = json.loads((quick["out"] / "runs" / spec_id(specs[0]) / "result.json").read_text())["final"]
     learned = {r["component"]: r["value"] for r in rows if r["theta at"] == "learned"}
     assert set(learned) == {"sigma", "c1", "c2", "c3"}
@@ -335,4 +334,4 @@ def test_hypergradient_signal_from_the_finished_run_starts_at_its_learned_theta(
     assert {r["component"]: r["value"] for r in rows if r["theta at"] == "preset"}["sigma"] == pytest.approx(0.15)
     assert all(np.isfinite(r["mean"]) for r in rows)
     with pytest.raises(SystemExit, match="--network end"):
-        hypergrad_signal.measure(specs, 2, where_list=("start",), network="end", runs_dir=quick["out"] / "runs")
+        hypergrad_signal.measure(specs, 2, where_list=("start",), network="end")
