@@ -20,12 +20,17 @@ Paths (small generated label maps with left/right FreeSurfer ids, in a temporary
 * ``segment-{2d,3d}-flip``: the exported model segments a scan on the device with the left/right
   flipped pass, the clean-up, a scan voxel size other than the training one (resampling both ways),
   and agrees with the same segmentation on the CPU;
-* ``torchrun-1proc``: ``l2s train`` under ``torch.distributed.run`` with one process on the device.
+* ``torchrun-1proc``: ``l2s train`` under ``torch.distributed.run`` with one process on the device;
+* ``experiments-full-mode``: the recovery experiments' GPU command (``python -m experiments.run all
+  --mode full``: batch 64, 5-level UNet, every experiment's base, L, N and O runs and reports) on six
+  generated maps, one seed, 4 base and 4 continuation steps (``--base-steps``, ``--steps``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -219,6 +224,33 @@ def check_torchrun(device: torch.device, data: Path, tmp: Path) -> str:
     return "1 process, model written"
 
 
+def check_experiments_full_mode(device: torch.device, tmp: Path) -> str:
+    import nibabel as nib
+
+    from experiments import run as experiments_run
+
+    maps = tmp / "experiment_maps"
+    maps.mkdir(exist_ok=True)
+    for i in range(6):  # 1 test map, 1 validation map, 4 synthesis maps
+        nib.save(nib.Nifti1Image(brain_labels((40, 32, 36), 200 + i), np.eye(4)), str(maps / f"map{i}.nii.gz"))
+    out = tmp / "experiments_full"
+    with open(tmp / "experiments_full.log", "w") as log, contextlib.redirect_stdout(log):  # one line per path
+        rc = experiments_run.main(["all", "--mode", "full", "--label-maps", str(maps), "--out", str(out),
+                                   "--cache", str(tmp / "experiments_cache"), "--seeds", "0", "--base-steps", "4",
+                                   "--steps", "4", "--device", str(device)])
+    if rc != 0:
+        raise RuntimeError(f"experiments.run exit status {rc}")
+    missing = [f"{name}/recovery.csv" for name in experiments_run.EXPERIMENTS
+               if not (out / name / "recovery.csv").is_file()]
+    if missing:
+        raise RuntimeError(f"no report: {', '.join(missing)}")
+    results = [json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")]
+    devices = {r["device"] for r in results}
+    if devices != {str(device)}:
+        raise RuntimeError(f"runs trained on {sorted(devices)}, not {device}")
+    return f"{len(results)} runs, reports of {len(experiments_run.EXPERIMENTS)} experiments"
+
+
 def paths(device: torch.device, data: Path, tmp: Path) -> list[tuple[str, Callable[[], str]]]:
     dev = str(device)
     out: list[tuple[str, Callable[[], str]]] = []
@@ -243,6 +275,7 @@ def paths(device: torch.device, data: Path, tmp: Path) -> list[tuple[str, Callab
     for ndim in (2, 3):
         out.append((f"segment-{ndim}d-flip", lambda n=ndim: check_segment(device, data, n, tmp)))
     out.append(("torchrun-1proc", lambda: check_torchrun(device, data, tmp)))
+    out.append(("experiments-full-mode", lambda: check_experiments_full_mode(device, tmp)))
     return out
 
 

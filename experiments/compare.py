@@ -48,7 +48,17 @@ import torch
 
 from .common import DEFAULT_LABEL_MAPS, deep_merge, load_experiment, preset_recovery
 from .prep import DEFAULT_CACHE
-from .run import Task, _base_config, _finetune, _start_augmentation, _test_spec, base_specs, prepare, run_tasks
+from .run import (
+    Task,
+    _base_config,
+    _finetune,
+    _start_augmentation,
+    _test_spec,
+    base_specs,
+    prepare,
+    run_tasks,
+    with_overrides,
+)
 
 SETTINGS = ("recovery", "mni152")
 RECOVERY_PRESET = "0.10"
@@ -72,13 +82,8 @@ UNLABELLED_IMAGES = 64   # recovery setting: corrupted images of the training ma
 
 
 def _recovery_specs(args, methods: list[str]) -> tuple[list[Task], dict]:
-    exp = load_experiment("noise_inu", args.mode)
-    if args.seeds:
-        exp["seeds"] = args.seeds
-    if args.device:
-        exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": args.device}})
-    if args.steps:
-        exp["finetune"] = {**exp["finetune"], "steps": args.steps}
+    exp = with_overrides(load_experiment("noise_inu", args.mode), seeds=args.seeds, device=args.device,
+                         steps=args.steps)
     data = prepare(exp, args.label_maps, args.cache, None, log=lambda m: None)
     runs_dir = (Path(args.out) / "runs").resolve()
     bases = base_specs(exp, data)

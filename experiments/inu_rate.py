@@ -23,7 +23,7 @@ import torch
 
 from .common import DEFAULT_LABEL_MAPS, MODES, load_experiment, publish
 from .prep import DEFAULT_CACHE
-from .run import Task, base_specs, learn2synth_specs, prepare, run_tasks
+from .run import Task, base_specs, learn2synth_specs, prepare, run_tasks, with_overrides
 
 
 def at_scale(spec: dict, scale: float, own: float | None) -> dict:
@@ -69,16 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=None, help="seeds, comma-separated (default: the mode's)")
     ap.add_argument("--scales", default="5,10", help="lr_inu_scale values, comma-separated (default: 5,10)")
     ap.add_argument("--steps", type=int, default=None,
-                    help="override the L runs' finetune.steps (more hyper-steps; hyper_start kept)")
+                    help="override the L runs' finetune.steps (more hyper-steps; hyper_start clipped to half)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--write", default=None, help="also write the markdown table to this file")
     args = ap.parse_args(argv)
-    exp = load_experiment("noise_inu", args.mode)
-    if args.steps:
-        exp["finetune"] = {**exp["finetune"], "steps": args.steps}
-    if args.seeds:
-        exp["seeds"] = [int(s) for s in args.seeds.split(",")]
+    exp = with_overrides(load_experiment("noise_inu", args.mode), steps=args.steps,
+                         seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None)
     names = args.presets.split(",")
     known = [p["name"] for p in exp["presets"] + exp.get("extra_presets", [])]
     if not set(names) <= set(known):

@@ -262,19 +262,33 @@ def run_tasks(tasks: list[Task], runs_dir: Path, jobs: int, threads: int, log=pr
     return results
 
 
-def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
-                   threads: int = 0, factor: int | None = None, cache: str | None = None,
-                   device: str | None = None, steps: int | None = None, seeds: list[int] | None = None,
-                   dice_seeds: list[int] | None = None, finished_only: bool = False, log=print) -> dict:
-    exp = load_experiment(name, mode)
+def with_overrides(exp: dict, seeds: list[int] | None = None, device: str | None = None,
+                   steps: int | None = None, base_steps: int | None = None) -> dict:
+    """The experiment's settings with the command line's overrides: the seeds, the runs' device,
+    the L / N / O runs' steps (``hyper_start`` clipped to half of them) and the base networks'
+    steps (their validation interval clipped to them)."""
+    exp = dict(exp)
     if seeds:
         exp["seeds"] = list(seeds)
-    dice_exp = {**exp, "seeds": [s for s in exp["seeds"] if s in dice_seeds]} if dice_seeds else exp
     if device:
         exp["l2s"] = deep_merge(exp["l2s"], {"training": {"device": device}})
     if steps:
         f = exp["finetune"]
         exp["finetune"] = {**f, "steps": steps, "hyper_start": min(int(f.get("hyper_start", 0)), steps // 2)}
+    if base_steps:
+        b = exp["base"]
+        exp["base"] = {**b, "steps": base_steps, "val_every": min(int(b.get("val_every", 500)), base_steps)}
+    return exp
+
+
+def run_experiment(name: str, mode: str, label_maps: str, out: Path, stages: list[str], jobs: int = 1,
+                   threads: int = 0, factor: int | None = None, cache: str | None = None,
+                   device: str | None = None, steps: int | None = None, seeds: list[int] | None = None,
+                   dice_seeds: list[int] | None = None, finished_only: bool = False,
+                   base_steps: int | None = None, log=print) -> dict:
+    exp = with_overrides(load_experiment(name, mode), seeds=seeds, device=device, steps=steps,
+                         base_steps=base_steps)
+    dice_exp = {**exp, "seeds": [s for s in exp["seeds"] if s in dice_seeds]} if dice_seeds else exp
     start = time.perf_counter()
     log(f"[{name}] mode {mode}: preparing label maps from {label_maps}")
     data = prepare(exp, label_maps, cache, factor, log=lambda m: log(m))
@@ -336,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--factor", type=int, default=None, help="override the mode's downsampling factor")
     ap.add_argument("--steps", type=int, default=None,
                     help="override the L/N/O runs' finetune.steps (hyper_start clipped to half)")
+    ap.add_argument("--base-steps", type=int, default=None,
+                    help="override the base networks' steps (a scaled-down run, e.g. on a short GPU lease)")
     ap.add_argument("--device", default=None, help="override training.device (auto, cpu, cuda, ...)")
     ap.add_argument("--seeds", default=None, help="override the mode's seeds, e.g. 0 or 0,1,2")
     ap.add_argument("--finished-only", action="store_true",
@@ -356,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.factor, args.cache, args.device, args.steps,
                                         [int(v) for v in args.seeds.split(",")] if args.seeds else None,
                                         [int(v) for v in args.dice_seeds.split(",")] if args.dice_seeds else None,
-                                        args.finished_only))
+                                        args.finished_only, args.base_steps))
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if not isinstance(summary, dict):
