@@ -19,13 +19,14 @@ Three modes for eq. 4:
   - ``"reverse"`` (default): the synthetic pass that gives g is taken with ``create_graph=True``,
     and once u is known, eq. 4 = d/dtheta <g, u> is one more backward through that graph
     (reverse-over-reverse). The synthetic forward and backward are computed once and serve both
-    the inner update and the hypergradient (about 10 convolution-sized passes per iteration where a
-    plain step is 3). Convolutions in that pass go through :class:`DecomposedConvolutions`: their
-    backward is written with first-order convolution ops (input gradient as a transposed
-    convolution, weight gradient as a weight-only ``convolution_backward``), so that the second
-    backward never reaches ``_convolution_double_backward``'s weight term, a convolution whose
-    kernel is the whole image, computed even when no weight gradient is asked for (what makes the
-    naive route 13-59x a plain step on GPUs, GUIDE Sec. 3).
+    the inner update and the hypergradient (about 9 convolution-sized passes per iteration where a
+    plain step is 3; the second backward computes no weight gradient, :func:`_engine_needs`).
+    Convolutions in that pass go through :class:`DecomposedConvolutions`: their backward is written
+    with first-order convolution ops (input gradient as a transposed convolution, weight gradient
+    as a weight-only ``convolution_backward``), so that the second backward never reaches
+    ``_convolution_double_backward``'s weight term, a convolution whose kernel is the whole image,
+    computed even when no weight gradient is asked for (what makes the naive route 13-59x a plain
+    step on GPUs, GUIDE Sec. 3).
   - ``"jvp"``: theta acts on the image only, x_aug = A_theta(x_synth). By the chain rule eq. 4 =
     (dx_aug/dtheta)^T w with w = d/dx <dL_synth/dphi(phi, x), u> at x = x_aug, computed
     forward-over-reverse (``torch.func.jvp`` in phi along u of ``torch.func.grad`` in x); the
@@ -46,6 +47,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 from torch.profiler import record_function
@@ -191,6 +193,19 @@ def _augment_with_graph(aug: nn.Module, theta: Params, x: Tensor, draw: dict[str
     return theta_req, x_aug
 
 
+def _engine_needs(t: Tensor) -> bool:
+    """Whether the running backward pass uses the gradient of ``t`` (an input of a custom function).
+
+    ``ctx.needs_input_grad`` only says that ``t`` requires grad; the engine prunes built-in nodes by
+    what the pass asks for (``torch.autograd.grad``'s inputs), not custom ones. The hypergradient's
+    second backward asks for theta only, so without this each convolution also computed a weight
+    gradient that is thrown away (and the synthetic pass an input gradient of the first layer)."""
+    try:
+        return bool(torch._C._will_engine_execute_node(get_gradient_edge(t).node))
+    except (AttributeError, RuntimeError):  # no such private API, or not inside a backward pass
+        return True
+
+
 class _Convolution(torch.autograd.Function):
     """``aten.convolution`` whose backward is made of first-order convolution ops (see
     :class:`DecomposedConvolutions`), so that a second backward through it stays cheap."""
@@ -213,7 +228,7 @@ class _Convolution(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, transposed, output_padding, groups = ctx.conv
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and _engine_needs(x):
             if transposed:  # the input gradient of a transposed convolution is a convolution
                 grad_x = torch.ops.aten.convolution(grad, weight, None, stride, padding, dilation, False,
                                                     [0] * len(stride), groups)
@@ -221,7 +236,7 @@ class _Convolution(torch.autograd.Function):
                 extra = [x.shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                                            + dilation[i] * (weight.shape[2 + i] - 1) + 1) for i in range(len(stride))]
                 grad_x = torch.ops.aten.convolution(grad, weight, None, stride, padding, dilation, True, extra, groups)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and _engine_needs(weight):
             grad_w = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, transposed,
                                                          output_padding, groups, [False, True, False])[1]
         if ctx.has_bias and ctx.needs_input_grad[2]:

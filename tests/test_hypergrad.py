@@ -121,6 +121,31 @@ def test_exact_equals_naive_with_normalisation_layers(norm):
     assert torch.linalg.norm(exact - naive) <= 1e-4 * torch.linalg.norm(naive)
 
 
+@pytest.mark.parametrize("aug_name", ["inu_noise", "nonparametric"])
+def test_reverse_route_skips_the_gradients_no_pass_asks_for(monkeypatch, aug_name):
+    """The hypergradient's second backward asks for theta only: no convolution of S_phi computes a
+    weight gradient there (nor the synthetic pass the first layer's input gradient), and every value
+    is bit for bit the one computed without the pruning."""
+    from l2s_gui import hypergrad
+
+    problem = tiny_problem(aug_name, "adam", dtype=torch.float32, norm="instance")
+    n_convs = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) for m in problem[0].modules())
+    real, asked = hypergrad._engine_needs, []
+
+    def recording(t):
+        asked.append(real(t))
+        return asked[-1]
+
+    monkeypatch.setattr(hypergrad, "_engine_needs", recording)
+    pruned = hyper_step(*problem, soft_dice_loss, mode="exact")
+    assert asked.count(False) == n_convs + 1
+    monkeypatch.setattr(hypergrad, "_engine_needs", lambda t: True)
+    full = hyper_step(*problem, soft_dice_loss, mode="exact")
+    for a, b in ((pruned[2], full[2]), (pruned[3], full[3]), (pruned[4], full[4])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(pruned[1], full[1]) and flat(full[4]).abs().sum() > 0
+
+
 @pytest.mark.parametrize("inner_kind", ["sgd", "adam"])
 def test_approximation_against_exact_in_float32_runs(inner_kind):
     net, aug, inner, x, draw, y, x_real, y_real = tiny_problem("inu_noise", inner_kind, dtype=torch.float32)
