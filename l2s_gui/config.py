@@ -268,7 +268,7 @@ class TrainingConfig:
     the image gradient (a validation tool)."""
     hypergradient_route: Literal["reverse", "jvp"] = setting("reverse")
     """Route of 'exact': 'reverse' (reverse-over-reverse through the synthetic pass's own graph, with
-    first-order convolution backwards; 3.6x a plain step vs 4.2x for 'jvp' in 2D on the 2-core CPU,
+    first-order convolution backwards; 3.5x a plain step vs 4.3x for 'jvp' in 2D on the 2-core CPU,
     benchmarks/results/cpu-1thread.md) or 'jvp' (forward-over-reverse, torch.func.jvp over the image
     gradient, then (dx_aug/dtheta)^T w); same value."""
     hyper_every: int = setting(1, ge=1)
