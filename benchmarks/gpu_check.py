@@ -228,6 +228,7 @@ def check_experiments_full_mode(device: torch.device, tmp: Path) -> str:
     import nibabel as nib
 
     from experiments import run as experiments_run
+    from l2s_gui.device import resolve_device
 
     maps = tmp / "experiment_maps"
     maps.mkdir(exist_ok=True)
@@ -245,9 +246,9 @@ def check_experiments_full_mode(device: torch.device, tmp: Path) -> str:
     if missing:
         raise RuntimeError(f"no report: {', '.join(missing)}")
     results = [json.loads(p.read_text()) for p in (out / "runs").glob("*/result.json")]
-    devices = {r["device"] for r in results}
-    if devices != {str(device)}:
-        raise RuntimeError(f"runs trained on {sorted(devices)}, not {device}")
+    devices, want = {r["device"] for r in results}, str(resolve_device(str(device)))   # 'cuda' -> 'cuda:0'
+    if devices != {want}:
+        raise RuntimeError(f"runs trained on {sorted(devices)}, not {want}")
     return f"{len(results)} runs, reports of {len(experiments_run.EXPERIMENTS)} experiments"
 
 

@@ -183,28 +183,34 @@ def test_every_mode_of_every_experiment_builds_valid_configs(tmp_path):
                 assert s["config"]["training"].get("lr_inu_scale") == want, (name, mode, s["name"])
 
 
-def test_command_line_overrides_reach_every_run(tmp_path):
+def test_command_line_overrides_reach_every_run(tmp_path, monkeypatch):
     """--seeds / --device / --steps / --base-steps (a scaled-down full mode on a short GPU lease)
-    reach the base, L, N and O specs, also when --dice-seeds picks the N runs' seeds."""
+    reach the base, L and N specs that run_experiment schedules, also the N runs of --dice-seeds."""
     data = {"train": ["a.nii.gz"], "test": ["b.nii.gz"], "table": "freesurfer_4class", "shape": [64, 64],
             "factor": 1}
-    full = load_experiment("noise_inu", "full")
-    exp = exp_run.with_overrides(full, seeds=[1, 2], device="cuda:1", steps=40, base_steps=300)
-    assert full["base"]["steps"] == 30000 and full["finetune"]["steps"] == 3000   # the mode is not changed
-    bases = exp_run.base_specs(exp, data)
-    assert sorted(bases) == [1, 2]
-    for b in bases.values():
-        t = b["config"]["training"]
-        assert (t["steps"], t["val_every"], t["device"]) == (300, 300, "cuda:1")
-    dice_exp = {**exp, "seeds": [2]}
-    specs = exp_run.learn2synth_specs(exp, data, bases, tmp_path) + exp_run.naive_specs(dice_exp, data, bases,
-                                                                                          tmp_path)
-    assert {s["role"] for s in specs} == {"L", "N"}
-    for s in specs:
-        t = s["config"]["training"]
-        assert (t["steps"], t["device"]) == (40, "cuda:1")
-        assert t["hyper_start"] == (20 if s["role"] == "L" else 0)   # the mode's 100, clipped to half
-    assert {s["config"]["training"]["seed"] for s in specs if s["role"] == "N"} == {2}
+    scheduled = {}
+
+    def capture(tasks, *args, **kwargs):
+        scheduled.update({t.key: t.make_spec({}) for t in tasks if not t.key.startswith("O")})
+        return {}
+
+    monkeypatch.setattr(exp_run, "prepare", lambda *args, **kwargs: data)
+    monkeypatch.setattr(exp_run, "run_tasks", capture)
+    monkeypatch.setattr(exp_run, "write_report", lambda *args, **kwargs: None)
+    exp_run.run_experiment("noise_inu", "full", "maps", tmp_path, ["recovery", "dice"], seeds=[1, 2],
+                           device="cuda:1", steps=40, base_steps=300, dice_seeds=[2], log=lambda m: None)
+    assert load_experiment("noise_inu", "full")["base"]["steps"] == 30000   # the mode itself is not changed
+    roles = {}
+    for spec in scheduled.values():
+        t = spec["config"]["training"]
+        roles.setdefault(spec["role"], set()).add(t["seed"])
+        assert t["device"] == "cuda:1"
+        if spec["role"] == "B":
+            assert (t["steps"], t["val_every"]) == (300, 300)
+        else:
+            assert t["steps"] == 40
+            assert t["hyper_start"] == (20 if spec["role"] == "L" else 0)   # the mode's 100, clipped to half
+    assert roles == {"B": {1, 2}, "L": {1, 2}, "N": {2}}
 
 
 def test_majority_downsampling_and_prep_keeps_generation_labels(tmp_path):
